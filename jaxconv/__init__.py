@@ -1,0 +1,19 @@
+"""jaxconv: 2-D convolution in JAX from lax slicing, with hand-derived backward rules."""
+
+from jaxconv._src.conv import conv2d as conv2d
+from jaxconv._src.conv import conv2d_grad_bias as conv2d_grad_bias
+from jaxconv._src.conv import conv2d_grad_input as conv2d_grad_input
+from jaxconv._src.conv import conv2d_grad_kernel as conv2d_grad_kernel
+from jaxconv._src.geometry import ConvGeometry as ConvGeometry
+from jaxconv._src.reference import conv2d_reference as conv2d_reference
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvGeometry",
+    "conv2d",
+    "conv2d_grad_bias",
+    "conv2d_grad_input",
+    "conv2d_grad_kernel",
+    "conv2d_reference",
+]

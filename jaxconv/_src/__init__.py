@@ -1,0 +1,1 @@
+"""Implementation of jaxconv. Import from `jaxconv`, not from here."""

@@ -1,0 +1,485 @@
+"""`conv2d`: forward from strided `lax.slice`s, backward from the hand-derived rules.
+
+Equation numbers refer to the derivation in `shared/seed` and `docs/derivation.md`:
+eq. 6 is the forward correlation, eqs. 8/11 the kernel gradient (with the sums over the
+*output* positions), and the "input gradient" equation the full correlation of ∂L/∂Z with
+the rotated kernel. Everything here works on canonical NHWC inputs and HWIO kernels; the
+public functions convert layouts at the boundary (`layout.py`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxconv._src import geometry as geo
+from jaxconv._src import layout as lay
+from jaxconv._src.geometry import ConvGeometry, IntOrPair, Layout, PaddingLike
+
+
+def _accumulation_dtype(dtype) -> jnp.dtype:
+    """f32 for half-precision inputs (bf16, f16), the input dtype otherwise."""
+    dtype = jnp.dtype(dtype)
+    return jnp.dtype(jnp.float32) if dtype.itemsize < 4 else dtype
+
+
+def _pad_spatial(x: jax.Array, pads) -> jax.Array:
+    """Zero-pads (or, for negative entries, crops) the H and W axes of an NHWC array.
+
+    Args:
+      x: (N, H, W, C).
+      pads: ((lo_h, hi_h[, interior_h]), (lo_w, hi_w[, interior_w])).
+    """
+    config = [(0, 0, 0)] + [(p[0], p[1], p[2] if len(p) == 3 else 0) for p in pads] + [(0, 0, 0)]
+    return lax.pad(x, jnp.zeros((), x.dtype), config)
+
+
+def _tap_windows(
+    x_pad: jax.Array,
+    kernel_hw: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    out_hw: tuple[int, int],
+) -> list[jax.Array]:
+    """The window of `x_pad` each kernel tap (a, b) sees, in row-major tap order.
+
+    Window (a, b)[n, r, c, :] = x_pad[n, r·sh + a·dh, c·sw + b·dw, :]: the x_{r+a, c+b} of
+    eq. 6, with stride and dilation. Each window is one strided `lax.slice`.
+
+    Args:
+      x_pad: (N, Hp, Wp, C), already padded.
+
+    Returns:
+      kh·kw arrays of shape (N, Ho, Wo, C).
+    """
+    n, _, _, c = x_pad.shape
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel_hw, stride, dilation, out_hw
+    return [
+        lax.slice(
+            x_pad,
+            (0, a * dh, b * dw, 0),
+            (n, a * dh + (ho - 1) * sh + 1, b * dw + (wo - 1) * sw + 1, c),
+            (1, sh, sw, 1),
+        )
+        for a in range(kh)
+        for b in range(kw)
+    ]
+
+
+def _grouped_patches(windows: list[jax.Array], groups: int) -> jax.Array:
+    """Stacks tap windows into (N, Ho, Wo, T, G, C//G) patches (im2col, taps first)."""
+    patches = jnp.stack(windows, axis=3)
+    n, ho, wo, taps, c = patches.shape
+    return patches.reshape(n, ho, wo, taps, groups, c // groups)
+
+
+def _correlate(
+    x_pad: jax.Array,
+    w: jax.Array,
+    *,
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    out_hw: tuple[int, int],
+    groups: int,
+) -> jax.Array:
+    """Eq. 6 batched over images and channels: a VALID strided, dilated, grouped correlation.
+
+    z[n, r, c, g·Og + o] = Σ_{a, b, i} x_pad[n, r·sh + a·dh, c·sw + b·dw, g·Cg + i]
+                                       · w[a, b, i, g·Og + o]
+
+    Args:
+      x_pad: (N, Hp, Wp, C), already padded.
+      w: (kh, kw, C//groups, O).
+
+    Returns:
+      (N, Ho, Wo, O) in the accumulation dtype (f32 for half-precision inputs).
+    """
+    kh, kw, c_per_group, o = w.shape
+    windows = _tap_windows(x_pad, (kh, kw), stride, dilation, out_hw)
+    patches = _grouped_patches(windows, groups)
+    w_taps = w.reshape(kh * kw, c_per_group, groups, o // groups)
+    z = jnp.einsum(
+        "nhwtgi,tigo->nhwgo",
+        patches,
+        w_taps,
+        preferred_element_type=_accumulation_dtype(x_pad.dtype),
+    )
+    n, ho, wo = z.shape[:3]
+    return z.reshape(n, ho, wo, o)
+
+
+def _forward_nhwc(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """Z = pad(X) ⋆ W (eq. 6) for an NHWC input and HWIO kernel, accumulation dtype."""
+    return _correlate(
+        _pad_spatial(x, geom.padding),
+        w,
+        stride=geom.stride,
+        dilation=geom.dilation,
+        out_hw=geom.out_hw,
+        groups=geom.groups,
+    )
+
+
+def grad_input_rule(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """∂L/∂X = full correlation of ∂L/∂Z with the rotated kernel (input-gradient equation).
+
+    From ∂z[r, c]/∂x[i, j] = w[i − r, j − c]: ∂L/∂x[i, j] = Σ_{a, b} ∂L/∂z[i − a, j − b]·w[a, b],
+    i.e. ∂L/∂X = pad_full(∂L/∂Z) ⋆ rot180(W). Generalised: stride spreads ∂L/∂Z out with
+    stride−1 zeros (interior padding, the adjoint of the strided slice), dilation keeps the
+    taps d apart, the forward padding is cropped off again (negative padding, which a forward
+    crop turns into zero rows), and each group maps its Og output channels back to its Cg
+    input channels, so the kernel's in/out axes swap within each group.
+
+    Args:
+      g: ∂L/∂Z, (N, Ho, Wo, O).
+      w: (kh, kw, C//G, O).
+      geom: the forward's geometry.
+
+    Returns:
+      ∂L/∂X, (N, H, W, C), in the accumulation dtype.
+    """
+    kh, kw, c_per_group, o = w.shape
+    groups = geom.groups
+    g_spread = _pad_spatial(g, geom.input_grad_padding)
+    w_rot = jnp.flip(w, (0, 1)).reshape(kh, kw, c_per_group, groups, o // groups)
+    w_rot = w_rot.transpose(0, 1, 4, 3, 2).reshape(kh, kw, o // groups, groups * c_per_group)
+    return _correlate(
+        g_spread, w_rot, stride=(1, 1), dilation=geom.dilation, out_hw=geom.in_hw, groups=groups
+    )
+
+
+def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """∂L/∂W = X ⋆ ∂L/∂Z (eqs. 8 and 11, sums over the output positions).
+
+    ∂L/∂w[a, b, i, g·Og + o] = Σ_{n, r, c} ∂L/∂z[n, r, c, g·Og + o]
+                                          · x_pad[n, r·sh + a·dh, c·sw + b·dw, g·Cg + i]:
+    the forward's stride becomes the step of the correlation and its dilation the spacing
+    of the kernel taps. r and c run over the output rows and columns (Ho, Wo), not over the
+    kernel's k1, k2 as eqs. 7–8 of the seed misprint.
+
+    Args:
+      x: (N, H, W, C).
+      g: ∂L/∂Z, (N, Ho, Wo, O).
+      geom: the forward's geometry.
+
+    Returns:
+      ∂L/∂W, (kh, kw, C//G, O), in the accumulation dtype.
+    """
+    kh, kw = geom.kernel_hw
+    groups, o = geom.groups, geom.out_channels
+    windows = _tap_windows(
+        _pad_spatial(x, geom.padding), geom.kernel_hw, geom.stride, geom.dilation, geom.out_hw
+    )
+    patches = _grouped_patches(windows, groups)
+    n, ho, wo = g.shape[:3]
+    dw = jnp.einsum(
+        "nhwtgi,nhwgo->tigo",
+        patches,
+        g.reshape(n, ho, wo, groups, o // groups),
+        preferred_element_type=_accumulation_dtype(x.dtype),
+    )
+    return dw.reshape(kh, kw, geom.in_channels // groups, o)
+
+
+def grad_bias_rule(g: jax.Array) -> jax.Array:
+    """∂L/∂b[o] = Σ_{n, r, c} ∂L/∂z[n, r, c, o]: each bias feeds every output position.
+
+    Args:
+      g: ∂L/∂Z, (N, Ho, Wo, O).
+
+    Returns:
+      (O,), in the accumulation dtype.
+    """
+    return jnp.sum(g, axis=(0, 1, 2), dtype=_accumulation_dtype(g.dtype))
+
+
+# --- The custom_vjp, in the caller's layout. ---------------------------------------------
+
+
+def _forward(x: jax.Array, w: jax.Array, b: jax.Array | None, geom: ConvGeometry) -> jax.Array:
+    rank, layout = geom.input_rank, geom.layout
+    z = _forward_nhwc(lay.to_nhwc(x, layout, rank), lay.kernel_to_hwio(w, layout, rank), geom)
+    if b is not None:
+        z = z + b.astype(z.dtype)
+    return lay.from_nhwc(z.astype(x.dtype), layout, rank)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None, geom: ConvGeometry) -> jax.Array:
+    return _forward(x, w, b, geom)
+
+
+def _conv2d_fwd(x, w, b, geom):
+    # Save the operands, not the im2col patches: the backward re-slices X, which costs less
+    # memory than kh·kw copies of it.
+    return _forward(x, w, b, geom), (x, w, b)
+
+
+def _conv2d_bwd(geom, residuals, g):
+    x, w, b = residuals
+    rank, layout = geom.input_rank, geom.layout
+    g_nhwc = lay.to_nhwc(g, layout, rank)
+    w_hwio = lay.kernel_to_hwio(w, layout, rank)
+    dx = grad_input_rule(g_nhwc, w_hwio, geom)
+    dw = grad_kernel_rule(lay.to_nhwc(x, layout, rank), g_nhwc, geom)
+    db = None if b is None else grad_bias_rule(g_nhwc).astype(b.dtype)
+    return (
+        lay.from_nhwc(dx.astype(x.dtype), layout, rank),
+        lay.hwio_to_kernel(dw.astype(w.dtype), layout, rank),
+        db,
+    )
+
+
+_conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+# Compiled once per (shapes, dtypes, geometry); inlined when the caller is already under jit.
+_conv2d_jit = jax.jit(_conv2d, static_argnums=(3,))
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _grad_input(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
+    rank, layout = geom.input_rank, geom.layout
+    dx = grad_input_rule(lay.to_nhwc(g, layout, rank), lay.kernel_to_hwio(w, layout, rank), geom)
+    return lay.from_nhwc(dx.astype(g.dtype), layout, rank)
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _grad_kernel(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
+    rank, layout = geom.input_rank, geom.layout
+    dw = grad_kernel_rule(lay.to_nhwc(x, layout, rank), lay.to_nhwc(g, layout, rank), geom)
+    return lay.hwio_to_kernel(dw.astype(x.dtype), layout, rank)
+
+
+# --- Public API. -----------------------------------------------------------------------------
+
+
+def _check_operands(op: str, a_name: str, a: jax.Array, b_name: str, b: jax.Array) -> None:
+    geo.check_floating(op, a_name, a.dtype)
+    geo.check_floating(op, b_name, b.dtype)
+    if a.dtype != b.dtype:
+        raise TypeError(
+            f"{op}: `{a_name}` and `{b_name}` must have the same dtype, "
+            f"got {a.dtype} and {b.dtype}."
+        )
+
+
+def resolve_call(
+    op: str,
+    x: jax.Array,
+    w: jax.Array,
+    b: jax.Array | None,
+    *,
+    stride: IntOrPair,
+    padding: PaddingLike,
+    dilation: IntOrPair,
+    groups: int,
+    layout: Layout,
+) -> ConvGeometry:
+    """Validates the operands and configuration of a forward call; returns its geometry."""
+    geo.check_layout(op, layout)
+    _check_operands(op, "x", x, "w", w)
+    geom = geo.conv_geometry(
+        op,
+        x.shape,
+        w.shape,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout,
+    )
+    geo.check_bias(op, b, geom)
+    return geom
+
+
+def conv2d(
+    x: jax.typing.ArrayLike,
+    w: jax.typing.ArrayLike,
+    b: jax.typing.ArrayLike | None = None,
+    *,
+    stride: IntOrPair = 1,
+    padding: PaddingLike = "VALID",
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    layout: Layout = "NCHW",
+) -> jax.Array:
+    """2-D convolution (cross-correlation, eq. 6) with hand-derived gradients.
+
+    Same result as `jax.lax.conv_general_dilated` with the matching dimension numbers, plus
+    bias. Reverse-mode derivatives (`jax.grad`, `jax.vjp`, and their compositions, including
+    `jax.hessian`) use the rules `conv2d_grad_input`, `conv2d_grad_kernel` and
+    `conv2d_grad_bias`. Forward mode applied directly (`jax.jvp`, `jax.jacfwd`) is not
+    supported by `jax.custom_vjp` and raises a TypeError.
+
+    Args:
+      x: input. "NCHW": (N, C, H, W) or one image (C, H, W); "NHWC": (N, H, W, C) or
+        (H, W, C); or a single-channel image (H, W) with a 2-D kernel.
+      w: kernel. "NCHW": (O, C//groups, kh, kw) [OIHW]; "NHWC": (kh, kw, C//groups, O)
+        [HWIO]; (kh, kw) with a 2-D `x`.
+      b: optional bias of shape (O,).
+      stride: int or (sh, sw), each >= 1.
+      padding: "VALID", "SAME", "SAME_LOWER" (as in `jax.lax`: out = ceil(in / stride)),
+        an int, a pair (ph, pw), or ((lo_h, hi_h), (lo_w, hi_w)); negative values crop.
+      dilation: kernel dilation, int or (dh, dw), each >= 1.
+      groups: number of channel groups; divides C and O. groups == C is depthwise.
+      layout: "NCHW" or "NHWC".
+
+    Returns:
+      Z of shape (N, O, Ho, Wo) ("NCHW") or (N, Ho, Wo, O) ("NHWC"), without N for an
+      unbatched input and (Ho, Wo) for a 2-D one; dtype of `x`. Half-precision inputs
+      accumulate in float32.
+
+    Raises:
+      ValueError, TypeError: on invalid shapes, dtypes or configuration, before computing.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> x = jnp.arange(9.0).reshape(3, 3)
+      >>> w = jnp.array([[1.0, 0.0], [0.0, -1.0]])
+      >>> jaxconv.conv2d(x, w)
+      Array([[-4., -4.],
+             [-4., -4.]], dtype=float32)
+    """
+    x, w = jnp.asarray(x), jnp.asarray(w)
+    b = None if b is None else jnp.asarray(b)
+    geom = resolve_call(
+        "conv2d",
+        x,
+        w,
+        b,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout,
+    )
+    return _conv2d_jit(x, w, b, geom)
+
+
+def conv2d_grad_input(
+    g: jax.typing.ArrayLike,
+    w: jax.typing.ArrayLike,
+    x_shape: tuple[int, ...],
+    *,
+    stride: IntOrPair = 1,
+    padding: PaddingLike = "VALID",
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    layout: Layout = "NCHW",
+) -> jax.Array:
+    """∂L/∂X of `conv2d`: full correlation of ∂L/∂Z with the rotated kernel.
+
+    Args:
+      g: ∂L/∂Z, shaped like `conv2d`'s output for an input of shape `x_shape`.
+      w: the kernel, as for `conv2d`.
+      x_shape: shape of the forward input X.
+      stride, padding, dilation, groups, layout: the forward's configuration.
+
+    Returns:
+      ∂L/∂X of shape `x_shape` and the dtype of `g`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> g = jnp.ones((2, 2))
+      >>> w = jnp.array([[1.0, 2.0], [3.0, 4.0]])
+      >>> jaxconv.conv2d_grad_input(g, w, (3, 3))
+      Array([[ 1.,  3.,  2.],
+             [ 4., 10.,  6.],
+             [ 3.,  7.,  4.]], dtype=float32)
+    """
+    g, w = jnp.asarray(g), jnp.asarray(w)
+    op = "conv2d_grad_input"
+    geo.check_layout(op, layout)
+    _check_operands(op, "g", g, "w", w)
+    geom = geo.conv_geometry(
+        op,
+        tuple(x_shape),
+        w.shape,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout,
+        x_name="x_shape",
+    )
+    geo.check_cotangent(op, g.shape, geom)
+    return _grad_input(g, w, geom)
+
+
+def conv2d_grad_kernel(
+    x: jax.typing.ArrayLike,
+    g: jax.typing.ArrayLike,
+    w_shape: tuple[int, ...],
+    *,
+    stride: IntOrPair = 1,
+    padding: PaddingLike = "VALID",
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    layout: Layout = "NCHW",
+) -> jax.Array:
+    """∂L/∂W of `conv2d`: X ⋆ ∂L/∂Z (eq. 11), summed over the output positions (eq. 8).
+
+    Args:
+      x: the forward input X.
+      g: ∂L/∂Z, shaped like `conv2d`'s output.
+      w_shape: shape of the kernel W.
+      stride, padding, dilation, groups, layout: the forward's configuration.
+
+    Returns:
+      ∂L/∂W of shape `w_shape` and the dtype of `x`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> x = jnp.arange(9.0).reshape(3, 3)
+      >>> jaxconv.conv2d_grad_kernel(x, jnp.ones((2, 2)), (2, 2))
+      Array([[ 8., 12.],
+             [20., 24.]], dtype=float32)
+    """
+    x, g = jnp.asarray(x), jnp.asarray(g)
+    op = "conv2d_grad_kernel"
+    geo.check_layout(op, layout)
+    _check_operands(op, "x", x, "g", g)
+    geom = geo.conv_geometry(
+        op,
+        x.shape,
+        tuple(w_shape),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout,
+    )
+    geo.check_cotangent(op, g.shape, geom)
+    return _grad_kernel(x, g, geom)
+
+
+def conv2d_grad_bias(g: jax.typing.ArrayLike, *, layout: Layout = "NCHW") -> jax.Array:
+    """∂L/∂b of `conv2d`: ∂L/∂Z summed over everything but the channel axis.
+
+    Args:
+      g: ∂L/∂Z: (N, O, Ho, Wo) or (O, Ho, Wo) for "NCHW", (N, Ho, Wo, O) or (Ho, Wo, O) for
+        "NHWC", or (Ho, Wo) for the single-channel 2-D case.
+      layout: "NCHW" or "NHWC".
+
+    Returns:
+      (O,), dtype of `g` ((1,) for a 2-D `g`).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> jaxconv.conv2d_grad_bias(jnp.ones((2, 3, 4, 4)))
+      Array([32., 32., 32.], dtype=float32)
+    """
+    g = jnp.asarray(g)
+    op = "conv2d_grad_bias"
+    geo.check_layout(op, layout)
+    geo.check_floating(op, "g", g.dtype)
+    if g.ndim not in (2, 3, 4):
+        raise ValueError(f"{op}: `g` must be 2-D, 3-D or 4-D, got shape {tuple(g.shape)}.")
+    return grad_bias_rule(lay.to_nhwc(g, layout, g.ndim)).astype(g.dtype)

@@ -1,0 +1,345 @@
+"""Geometry of a 2-D convolution: argument validation, padding, output shape.
+
+This is the one place where a call's configuration is checked and resolved. Every other
+module receives a `ConvGeometry` and never recomputes padding or output sizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Literal, Union
+
+import jax.numpy as jnp
+import numpy as np
+
+Layout = Literal["NCHW", "NHWC"]
+IntOrPair = Union[int, Sequence[int]]
+PaddingLike = Union[str, int, Sequence[int], Sequence[Sequence[int]]]
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+LAYOUTS = ("NCHW", "NHWC")
+PADDING_STRINGS = ("VALID", "SAME", "SAME_LOWER")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvGeometry:
+    """A fully resolved convolution: every size the forward and backward rules need.
+
+    Sizes are per spatial axis, ordered (height, width). Hashable, so it can be a static
+    argument of `jax.jit` and a non-differentiable argument of `jax.custom_vjp`.
+
+    Attributes:
+      layout: "NCHW" (kernel OIHW) or "NHWC" (kernel HWIO), as given by the caller.
+      input_rank: rank of the caller's `x`: 2 (H, W), 3 (one image) or 4 (a batch).
+      in_channels: C.
+      out_channels: O.
+      groups: G; the kernel has C // G input channels.
+      in_hw: (H, W) of the input.
+      kernel_hw: (kh, kw).
+      stride: (sh, sw).
+      dilation: (dh, dw), the kernel dilation.
+      padding: ((lo_h, hi_h), (lo_w, hi_w)); negative values crop.
+      out_hw: (Ho, Wo).
+    """
+
+    layout: Layout
+    input_rank: int
+    in_channels: int
+    out_channels: int
+    groups: int
+    in_hw: tuple[int, int]
+    kernel_hw: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    padding: Pads
+    out_hw: tuple[int, int]
+
+    @property
+    def dilated_kernel_hw(self) -> tuple[int, int]:
+        """Extent of the kernel once its taps sit `dilation` apart: d·(k-1)+1."""
+        return tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_hw))
+
+    @property
+    def padded_hw(self) -> tuple[int, int]:
+        """(H, W) after padding (or cropping) the input."""
+        return tuple(n + lo + hi for n, (lo, hi) in zip(self.in_hw, self.padding))
+
+    @property
+    def input_grad_padding(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """(lo, hi, interior) padding of ∂L/∂Z that turns ∂L/∂X into a VALID correlation.
+
+        Interior padding stride-1 spreads ∂L/∂Z out to the positions the strided forward
+        read (the adjoint of a strided slice); lo/hi pad it to the "full" correlation
+        (dilated kernel extent − 1 on each side), minus the forward padding (which the
+        adjoint crops away again), plus the rows and columns the forward never reached.
+        The padded ∂L/∂Z has height H + dh·(kh−1) and width W + dw·(kw−1).
+        """
+        pads = []
+        for n_pad, n_out, k_dil, s, (lo, hi) in zip(
+            self.padded_hw, self.out_hw, self.dilated_kernel_hw, self.stride, self.padding
+        ):
+            unreached = n_pad - ((n_out - 1) * s + k_dil)
+            pads.append((k_dil - 1 - lo, k_dil - 1 - hi + unreached, s - 1))
+        return tuple(pads)
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds ×2 of the forward pass for one image: 2·O·Ho·Wo·(C/G)·kh·kw."""
+        c_per_group = self.in_channels // self.groups
+        return 2 * self.out_channels * math.prod(self.out_hw) * c_per_group * math.prod(
+            self.kernel_hw
+        )
+
+    def output_shape(self, batch_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of Z in the caller's layout and rank, for the given leading batch dims."""
+        if self.input_rank == 2:
+            return self.out_hw
+        if self.layout == "NCHW":
+            return (*batch_shape, self.out_channels, *self.out_hw)
+        return (*batch_shape, *self.out_hw, self.out_channels)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def normalize_pair(op: str, name: str, value: IntOrPair, *, minimum: int | None) -> tuple[int, int]:
+    """An int or a pair of ints as a pair, each checked to be ≥ `minimum` (if given).
+
+    Raises:
+      TypeError: `value` is not an int or a pair of ints.
+      ValueError: an entry is below `minimum`.
+    """
+    if _is_int(value):
+        pair = (int(value), int(value))
+    elif (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) == 2
+        and all(_is_int(v) for v in value)
+    ):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{op}: `{name}` must be an int or a pair of ints, got {value!r}.")
+    if minimum is not None and min(pair) < minimum:
+        raise ValueError(f"{op}: `{name}` must be >= {minimum}, got {value!r}.")
+    return pair
+
+
+def resolve_padding(
+    op: str,
+    padding: PaddingLike,
+    in_hw: tuple[int, int],
+    dilated_kernel_hw: tuple[int, int],
+    stride: tuple[int, int],
+) -> Pads:
+    """Turns any accepted `padding` into explicit ((lo_h, hi_h), (lo_w, hi_w)).
+
+    "SAME" and "SAME_LOWER" follow `jax.lax`: out = ceil(in / stride), total padding
+    max((out − 1)·stride + dilated_kernel − in, 0), the odd unit going to the high side
+    for "SAME" and to the low side for "SAME_LOWER".
+
+    Raises:
+      ValueError: unknown padding string.
+      TypeError: a padding that is none of: str, int, pair of ints, pair of (lo, hi) pairs.
+    """
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode == "VALID":
+            return ((0, 0), (0, 0))
+        if mode in ("SAME", "SAME_LOWER"):
+            pads = []
+            for n, k_dil, s in zip(in_hw, dilated_kernel_hw, stride):
+                total = max((-(-n // s) - 1) * s + k_dil - n, 0)
+                small, large = total // 2, total - total // 2
+                pads.append((small, large) if mode == "SAME" else (large, small))
+            return tuple(pads)
+        raise ValueError(
+            f"{op}: unknown `padding` string {padding!r}; expected one of {PADDING_STRINGS}, "
+            "an int, a pair of ints or ((lo_h, hi_h), (lo_w, hi_w))."
+        )
+    if _is_int(padding):
+        return ((int(padding),) * 2, (int(padding),) * 2)
+    if isinstance(padding, Sequence) and len(padding) == 2:
+        if all(_is_int(p) for p in padding):
+            return tuple((int(p), int(p)) for p in padding)
+        if all(
+            isinstance(p, Sequence) and len(p) == 2 and all(_is_int(v) for v in p) for p in padding
+        ):
+            return tuple((int(lo), int(hi)) for lo, hi in padding)
+    raise TypeError(
+        f"{op}: malformed `padding` {padding!r}; expected one of {PADDING_STRINGS}, an int, "
+        "a pair of ints or ((lo_h, hi_h), (lo_w, hi_w))."
+    )
+
+
+def check_floating(op: str, name: str, dtype) -> None:
+    """Raises TypeError unless `dtype` is a real floating dtype."""
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{op}: `{name}` must have a real floating dtype, got {np.dtype(dtype)}.")
+
+
+def check_layout(op: str, layout: str) -> None:
+    """Raises ValueError unless `layout` is "NCHW" or "NHWC"."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"{op}: `layout` must be one of {LAYOUTS}, got {layout!r}.")
+
+
+def _promote_shapes(
+    op: str, x_name: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], layout: Layout
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(x_shape, w_shape) as batched 4-D shapes in `layout`."""
+    if len(x_shape) not in (2, 3, 4):
+        raise ValueError(
+            f"{op}: `{x_name}` must be 2-D (H, W), 3-D (one image) or 4-D (a batch), "
+            f"got shape {x_shape}."
+        )
+    expected_w_ndim = 2 if len(x_shape) == 2 else 4
+    if len(w_shape) != expected_w_ndim:
+        w_form = "(kh, kw)" if expected_w_ndim == 2 else (
+            "(O, C//groups, kh, kw)" if layout == "NCHW" else "(kh, kw, C//groups, O)"
+        )
+        raise ValueError(
+            f"{op}: `{x_name}` of shape {x_shape} is {len(x_shape)}-D, so `w` must be "
+            f"{expected_w_ndim}-D {w_form}; got `w` of shape {w_shape}."
+        )
+    if len(x_shape) == 2:
+        # The seed's case: one image, one channel, one kernel.
+        x4 = (1, 1, *x_shape) if layout == "NCHW" else (1, *x_shape, 1)
+        w4 = (1, 1, *w_shape) if layout == "NCHW" else (*w_shape, 1, 1)
+        return x4, w4
+    x4 = x_shape if len(x_shape) == 4 else (1, *x_shape)
+    return x4, tuple(w_shape)
+
+
+def conv_geometry(
+    op: str,
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    *,
+    stride: IntOrPair,
+    padding: PaddingLike,
+    dilation: IntOrPair,
+    groups: int,
+    layout: Layout,
+    x_name: str = "x",
+) -> ConvGeometry:
+    """Validates a convolution's shapes and configuration and resolves its geometry.
+
+    Args:
+      op: name of the public function, used to start every error message.
+      x_shape: shape of the input in `layout`: (H, W), 3-D or 4-D.
+      w_shape: shape of the kernel: (kh, kw) with 2-D x, else OIHW (NCHW) or HWIO (NHWC).
+      stride, padding, dilation, groups, layout: as in `jaxconv.conv2d`.
+      x_name: what to call the input in messages.
+
+    Returns:
+      The resolved `ConvGeometry`.
+
+    Raises:
+      ValueError, TypeError: with the offending argument named and its value or shape shown.
+    """
+    check_layout(op, layout)
+    x4, w4 = _promote_shapes(op, x_name, tuple(x_shape), tuple(w_shape), layout)
+    stride2 = normalize_pair(op, "stride", stride, minimum=1)
+    dilation2 = normalize_pair(op, "dilation", dilation, minimum=1)
+    if not _is_int(groups):
+        raise TypeError(f"{op}: `groups` must be an int, got {groups!r}.")
+    if groups < 1:
+        raise ValueError(f"{op}: `groups` must be >= 1, got {groups}.")
+    groups = int(groups)
+
+    if layout == "NCHW":
+        _, c, h, w = x4
+        o, c_per_group, kh, kw = w4
+        w_form = "(O, C//groups, kh, kw)"
+    else:
+        _, h, w, c = x4
+        kh, kw, c_per_group, o = w4
+        w_form = "(kh, kw, C//groups, O)"
+    if min(h, w) < 1 or min(kh, kw) < 1:
+        raise ValueError(
+            f"{op}: spatial sizes must be >= 1; got `{x_name}` of shape {tuple(x_shape)} "
+            f"and `w` of shape {tuple(w_shape)}."
+        )
+    if c % groups:
+        raise ValueError(
+            f"{op}: `groups` (={groups}) must divide the input channels C (={c}) "
+            f"of `{x_name}` with shape {tuple(x_shape)}."
+        )
+    if o % groups:
+        raise ValueError(
+            f"{op}: `groups` (={groups}) must divide the output channels O (={o}) "
+            f"of `w` with shape {tuple(w_shape)} {w_form}."
+        )
+    if c_per_group * groups != c:
+        raise ValueError(
+            f"{op}: channel mismatch: `{x_name}` of shape {tuple(x_shape)} ({layout}) has "
+            f"C={c} channels, but `w` of shape {tuple(w_shape)} {w_form} expects "
+            f"C//groups × groups = {c_per_group} × {groups} = {c_per_group * groups}."
+        )
+
+    dilated = (dilation2[0] * (kh - 1) + 1, dilation2[1] * (kw - 1) + 1)
+    pads = resolve_padding(op, padding, (h, w), dilated, stride2)
+    out_hw = []
+    for axis, n, (lo, hi), k_dil, k, d, s in zip(
+        ("height", "width"), (h, w), pads, dilated, (kh, kw), dilation2, stride2
+    ):
+        padded = n + lo + hi
+        if padded < k_dil:
+            raise ValueError(
+                f"{op}: `padding` {pads} leaves no output: the padded input {axis} "
+                f"{padded} (= {n} + {lo} + {hi}) is smaller than the dilated kernel {axis} "
+                f"{k_dil} (kernel {k}, dilation {d})."
+            )
+        out_hw.append((padded - k_dil) // s + 1)
+
+    return ConvGeometry(
+        layout=layout,
+        input_rank=len(x_shape),
+        in_channels=c,
+        out_channels=o,
+        groups=groups,
+        in_hw=(h, w),
+        kernel_hw=(kh, kw),
+        stride=stride2,
+        dilation=dilation2,
+        padding=pads,
+        out_hw=tuple(out_hw),
+    )
+
+
+def check_bias(op: str, b, geom: ConvGeometry) -> None:
+    """Raises unless `b` is None or a floating array of shape (O,)."""
+    if b is None:
+        return
+    check_floating(op, "b", b.dtype)
+    if tuple(b.shape) != (geom.out_channels,):
+        raise ValueError(
+            f"{op}: `b` must have shape (O,) = ({geom.out_channels},), got {tuple(b.shape)}."
+        )
+
+
+def check_cotangent(op: str, g_shape: tuple[int, ...], geom: ConvGeometry) -> None:
+    """Raises unless ∂L/∂Z has the shape of the forward output for this geometry."""
+    g_shape = tuple(g_shape)
+    batch = g_shape[:1] if geom.input_rank == 4 else ()
+    expected = geom.output_shape(batch)
+    if g_shape != expected:
+        raise ValueError(
+            f"{op}: `g` must have the forward output's shape {expected}, got {g_shape}."
+        )
+
+
+__all__ = [
+    "ConvGeometry",
+    "check_bias",
+    "check_cotangent",
+    "check_floating",
+    "check_layout",
+    "conv_geometry",
+    "normalize_pair",
+    "resolve_padding",
+]

@@ -1,0 +1,16 @@
+"""Test configuration: float64 on, hypothesis profiles.
+
+Float64 is enabled for the whole test process so the rules can be checked to 1e-10;
+library and demo code therefore always states its dtypes explicitly.
+"""
+
+import jax
+from hypothesis import HealthCheck, settings
+
+jax.config.update("jax_enable_x64", True)
+
+_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=300, derandomize=True, **_common)
+settings.register_profile("thorough", max_examples=3000, **_common)
+settings.register_profile("dev", max_examples=30, **_common)
+settings.load_profile("ci")
