@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Literal, Union
+from typing import Literal
 
 import jax.numpy as jnp
 import numpy as np
 
 Layout = Literal["NCHW", "NHWC"]
-IntOrPair = Union[int, Sequence[int]]
-PaddingLike = Union[str, int, Sequence[int], Sequence[Sequence[int]]]
+IntOrPair = int | Sequence[int]
+PaddingLike = str | int | Sequence[int] | Sequence[Sequence[int]]
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -88,8 +88,8 @@ class ConvGeometry:
     def flops(self) -> int:
         """Multiply-adds ×2 of the forward pass for one image: 2·O·Ho·Wo·(C/G)·kh·kw."""
         c_per_group = self.in_channels // self.groups
-        return 2 * self.out_channels * math.prod(self.out_hw) * c_per_group * math.prod(
-            self.kernel_hw
+        return (
+            2 * self.out_channels * math.prod(self.out_hw) * c_per_group * math.prod(self.kernel_hw)
         )
 
     def output_shape(self, batch_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -198,8 +198,10 @@ def _promote_shapes(
         )
     expected_w_ndim = 2 if len(x_shape) == 2 else 4
     if len(w_shape) != expected_w_ndim:
-        w_form = "(kh, kw)" if expected_w_ndim == 2 else (
-            "(O, C//groups, kh, kw)" if layout == "NCHW" else "(kh, kw, C//groups, O)"
+        w_form = (
+            "(kh, kw)"
+            if expected_w_ndim == 2
+            else ("(O, C//groups, kh, kw)" if layout == "NCHW" else "(kh, kw, C//groups, O)")
         )
         raise ValueError(
             f"{op}: `{x_name}` of shape {x_shape} is {len(x_shape)}-D, so `w` must be "

@@ -55,10 +55,3 @@ def hwio_to_kernel(w: jax.Array, layout: str, rank: int) -> jax.Array:
     if rank == 2:
         return w[:, :, 0, 0]
     return jnp.transpose(w, (3, 2, 0, 1)) if layout == "NCHW" else w
-
-
-def channel_axis(layout: str, rank: int) -> int | None:
-    """Axis of the channels in an input/output array, None for the channel-less 2-D case."""
-    if rank == 2:
-        return None
-    return (rank - 3) if layout == "NCHW" else rank - 1

@@ -27,7 +27,7 @@ def conv2d_reference(
     groups: int = 1,
     layout: Layout = "NCHW",
 ) -> jax.Array:
-    """Naive `conv2d`: z[n, r, c, o] = Σ_{a, b, i} x_pad[n, r·sh + a·dh, c·sw + b·dw, i]·w[a, b, i, o].
+    """Naive `conv2d`: z[n,r,c,o] = Σ_{a,b,i} x_pad[n, r·sh + a·dh, c·sw + b·dw, i]·w[a,b,i,o].
 
     Arguments, shapes and result are exactly those of `jaxconv.conv2d`. Its gradients come
     from `jax.grad` through the gathers, never from the hand-derived rules. Slow and memory
@@ -82,9 +82,7 @@ def conv2d_reference(
     for group in range(geom.groups):
         x_g = patches[..., group * c_per_group : (group + 1) * c_per_group]
         w_g = w_hwio[..., group * o_per_group : (group + 1) * o_per_group]
-        outputs.append(
-            jnp.einsum("nracbi,abio->nrco", x_g, w_g, precision="highest")
-        )
+        outputs.append(jnp.einsum("nracbi,abio->nrco", x_g, w_g, precision="highest"))
     z = jnp.concatenate(outputs, axis=-1)
     if b is not None:
         z = z + b.astype(acc)

@@ -1,0 +1,265 @@
+"""conv2d and its hand-derived rules against XLA, the naive reference and finite differences."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jax.test_util import check_grads
+
+import jaxconv
+from tests.helpers import lax_conv2d, loss_grads, operand_shapes, random_operands, rel_err
+
+FWD_TOL = 1e-12
+GRAD_TOL = 1e-10
+
+# (batch, C, O, (H, W), (kh, kw), stride, padding, dilation, groups)
+CASES = {
+    "basic": (2, 3, 4, (7, 6), (3, 3), 1, "VALID", 1, 1),
+    "stride2-same": (1, 2, 3, (8, 7), (3, 2), 2, "SAME", 1, 1),
+    "stride3-same-lower-dil2": (3, 2, 2, (9, 10), (2, 3), (3, 1), "SAME_LOWER", (2, 1), 1),
+    "int-pad-dil3": (1, 1, 2, (5, 6), (3, 3), 1, 2, 3, 1),
+    "pair-pad-stride13": (2, 2, 2, (6, 9), (2, 2), (1, 3), (1, 2), 1, 1),
+    "asym-pad-groups2": (2, 4, 6, (5, 7), (3, 3), 2, ((2, 0), (0, 3)), 1, 2),
+    "negative-pad": (2, 2, 3, (8, 8), (3, 2), 2, ((-1, 2), (1, -2)), (1, 2), 1),
+    "depthwise-mult2": (2, 4, 8, (9, 8), (3, 3), 2, "SAME", 1, 4),
+    "depthwise-dil3": (1, 3, 3, (11, 13), (3, 3), 3, "SAME", 3, 3),
+    "kernel-fills-padded": (2, 2, 3, (4, 5), (6, 5), 1, ((1, 1), (0, 0)), 1, 1),
+    "kernel-1x1-stride3": (3, 5, 2, (7, 4), (1, 1), 3, "VALID", 2, 1),
+    "tall-kernel-dil2-stride2": (1, 2, 4, (12, 5), (4, 1), 2, ((0, 1), (2, 2)), (2, 3), 2),
+}
+
+
+def _setup(case, layout, rank=4, dtype=np.float64, seed=0):
+    batch, c, o, hw, khw, stride, padding, dilation, groups = CASES[case]
+    x_shape, w_shape = operand_shapes(
+        batch=batch, c=c, o=o, hw=hw, khw=khw, groups=groups, layout=layout, rank=rank
+    )
+    x, w, b = random_operands(seed, x_shape, w_shape, o if rank > 2 else 1, dtype)
+    cfg = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, layout=layout)
+    return x, w, b, cfg
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", CASES)
+def test_forward_matches_xla_and_reference(case, layout):
+    x, w, b, cfg = _setup(case, layout)
+    z = jaxconv.conv2d(x, w, b, **cfg)
+    z_lax = lax_conv2d(x, w, b, **cfg)
+    assert z.shape == z_lax.shape and z.dtype == x.dtype
+    assert rel_err(z, z_lax) <= FWD_TOL
+    assert rel_err(jaxconv.conv2d_reference(x, w, b, **cfg), z_lax) <= FWD_TOL
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", CASES)
+def test_gradients_match_autodiff_of_reference_and_xla(case, layout):
+    x, w, b, cfg = _setup(case, layout)
+    cot = jnp.asarray(np.random.default_rng(1).standard_normal(lax_conv2d(x, w, b, **cfg).shape))
+    manual = loss_grads(jaxconv.conv2d, x, w, b, cot, **cfg)
+    for reference in (jaxconv.conv2d_reference, lax_conv2d):
+        auto = loss_grads(reference, x, w, b, cot, **cfg)
+        for name, m, a in zip("xwb", manual, auto):
+            assert m.shape == a.shape, name
+            assert rel_err(m, a) <= GRAD_TOL, (name, reference.__name__)
+
+
+@pytest.mark.parametrize("rank", [2, 3])
+def test_unbatched_inputs(rank):
+    # rank 2: the seed's single image, single channel case; rank 3: one image.
+    case = "pair-pad-stride13" if rank == 3 else "int-pad-dil3"
+    x, w, b, cfg = _setup(case, "NCHW", rank=rank)
+    z = jaxconv.conv2d(x, w, b, **cfg)
+    assert z.ndim == rank
+    assert rel_err(z, lax_conv2d(x, w, b, **cfg)) <= FWD_TOL
+    cot = jnp.ones_like(z)
+    for m, a in zip(
+        loss_grads(jaxconv.conv2d, x, w, b, cot, **cfg), loss_grads(lax_conv2d, x, w, b, cot, **cfg)
+    ):
+        assert m.shape == a.shape
+        assert rel_err(m, a) <= GRAD_TOL
+
+
+@st.composite
+def conv_configs(draw):
+    """A valid configuration: every padding form, stride/dilation 1–3, groups, layouts."""
+    layout = draw(st.sampled_from(["NCHW", "NHWC"]))
+    group_kind = draw(st.sampled_from(["one", "two", "depthwise"]))
+    c_per_group = draw(st.integers(1, 2))
+    groups = {"one": 1, "two": 2, "depthwise": draw(st.integers(2, 3))}[group_kind]
+    c = c_per_group * groups if group_kind != "depthwise" else groups
+    o = draw(st.integers(1, 2)) * groups
+    khw = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilated = [d * (k - 1) + 1 for d, k in zip(dilation, khw)]
+    form = draw(st.sampled_from(["VALID", "SAME", "SAME_LOWER", "int", "pair", "explicit"]))
+    if form == "int":
+        padding = draw(st.integers(0, 3))
+        pads = [(padding, padding)] * 2
+    elif form == "pair":
+        padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+        pads = [(p, p) for p in padding]
+    elif form == "explicit":
+        padding = tuple((draw(st.integers(-2, 3)), draw(st.integers(-2, 3))) for _ in range(2))
+        pads = list(padding)
+    else:
+        padding, pads = form, [(0, 0)] * 2  # SAME never empties the output
+    hw = []
+    for k_dil, (lo, hi) in zip(dilated, pads):
+        smallest = 1 if form.startswith("SAME") else max(1, k_dil - lo - hi, -lo - hi + 1)
+        hw.append(draw(st.integers(smallest, smallest + 6)))
+    batch = draw(st.integers(1, 3))
+    cfg = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, layout=layout)
+    shapes = operand_shapes(
+        batch=batch, c=c, o=o, hw=tuple(hw), khw=khw, groups=groups, layout=layout
+    )
+    return shapes, o, cfg
+
+
+@given(conv_configs(), st.integers(0, 2**31 - 1))
+def test_hypothesis_gradients_match_xla(config, seed):
+    (x_shape, w_shape), o, cfg = config
+    x, w, b = random_operands(seed, x_shape, w_shape, o)
+    z_shape = jax.eval_shape(lambda: lax_conv2d(x, w, b, **cfg)).shape
+    cot = jnp.asarray(np.random.default_rng(seed + 1).standard_normal(z_shape))
+
+    @jax.jit  # one compilation per example instead of one per primitive
+    def forward_and_grads(x, w, b, cot):
+        return [
+            (conv(x, w, b, **cfg), loss_grads(conv, x, w, b, cot, **cfg))
+            for conv in (jaxconv.conv2d, lax_conv2d)
+        ]
+
+    (z, manual), (z_lax, auto) = forward_and_grads(x, w, b, cot)
+    assert z.shape == z_lax.shape
+    assert rel_err(z, z_lax) <= FWD_TOL
+    for name, m, a in zip("xwb", manual, auto):
+        assert rel_err(m, a) <= GRAD_TOL, name
+
+
+@pytest.mark.parametrize("case", ["stride3-same-lower-dil2", "negative-pad", "depthwise-mult2"])
+def test_second_order_gradients_numerically(case):
+    x, w, b, cfg = _setup(case, "NHWC")
+    check_grads(
+        lambda x, w, b: jnp.tanh(jaxconv.conv2d(x, w, b, **cfg)),
+        (x, w, b),
+        order=2,
+        modes=["rev"],
+        eps=1e-6,
+        atol=1e-6,
+        rtol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("case", ["asym-pad-groups2", "tall-kernel-dil2-stride2"])
+def test_float32_matches_float64(case):
+    x, w, b, cfg = _setup(case, "NCHW")
+    cot = jnp.asarray(np.random.default_rng(2).standard_normal(lax_conv2d(x, w, b, **cfg).shape))
+    exact = loss_grads(lax_conv2d, x, w, b, cot, **cfg)
+    as32 = [a.astype(jnp.float32) for a in (x, w, b, cot)]
+    single = loss_grads(jaxconv.conv2d, *as32[:3], as32[3], **cfg)
+    assert rel_err(jaxconv.conv2d(*as32[:3], **cfg), lax_conv2d(x, w, b, **cfg)) <= 1e-5
+    for s, e in zip(single, exact):
+        assert s.dtype == jnp.float32
+        assert rel_err(s, e) <= 1e-5
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", ["stride3-same-lower-dil2", "negative-pad", "depthwise-mult2"])
+def test_public_grad_functions_match_vjp_of_xla(case, layout):
+    x, w, b, cfg = _setup(case, layout)
+    z, vjp = jax.vjp(lambda x, w, b: lax_conv2d(x, w, b, **cfg), x, w, b)
+    g = jnp.asarray(np.random.default_rng(3).standard_normal(z.shape))
+    dx, dw, db = vjp(g)
+    assert rel_err(jaxconv.conv2d_grad_input(g, w, x.shape, **cfg), dx) <= GRAD_TOL
+    assert rel_err(jaxconv.conv2d_grad_kernel(x, g, w.shape, **cfg), dw) <= GRAD_TOL
+    assert rel_err(jaxconv.conv2d_grad_bias(g, layout=layout), db) <= GRAD_TOL
+
+
+def test_jit_does_not_retrace_for_same_shapes():
+    traces = []
+
+    @jax.jit
+    def step(x, w):
+        traces.append(1)
+        return jax.grad(
+            lambda x, w: jnp.sum(jaxconv.conv2d(x, w, stride=2, padding="SAME")), (0, 1)
+        )(x, w)
+
+    x, w, _, _ = _setup("basic", "NCHW")
+    step(x, w)
+    step(x + 1.0, w * 2.0)
+    step(np.asarray(x), np.asarray(w))
+    assert len(traces) == 1
+
+
+def test_vmap_matches_batched_call():
+    x, w, b, cfg = _setup("asym-pad-groups2", "NCHW")
+    per_image = jax.vmap(lambda xi: jaxconv.conv2d(xi, w, b, **cfg))(x)
+    assert rel_err(per_image, lax_conv2d(x, w, b, **cfg)) <= FWD_TOL
+    # vmap over kernels too, with gradients inside.
+    ws = jnp.stack([w, 2 * w])
+    grads = jax.vmap(jax.grad(lambda w: jnp.sum(jaxconv.conv2d(x, w, b, **cfg) ** 2)))(ws)
+    expected = jax.vmap(jax.grad(lambda w: jnp.sum(lax_conv2d(x, w, b, **cfg) ** 2)))(ws)
+    assert rel_err(grads, expected) <= GRAD_TOL
+
+
+def test_grad_of_grad_matches_xla():
+    x, w, b, cfg = _setup("stride3-same-lower-dil2", "NCHW")
+
+    def inner_norm(conv):
+        def f(x, w):
+            gx = jax.grad(lambda x: jnp.sum(jnp.sin(conv(x, w, b, **cfg))))(x)
+            return jnp.sum(gx**2)
+
+        return jax.grad(f, argnums=(0, 1))(x, w)
+
+    for m, a in zip(inner_norm(jaxconv.conv2d), inner_norm(lax_conv2d)):
+        assert rel_err(m, a) <= GRAD_TOL
+
+
+def test_hessian_matches_xla():
+    x, w, b, cfg = _setup("stride2-same", "NCHW")
+    x = x[:, :, :5, :4]
+
+    def loss(conv):
+        return lambda w: jnp.sum(jnp.tanh(conv(x, w, b, **cfg)))
+
+    h = jax.hessian(loss(jaxconv.conv2d))(w)
+    assert h.shape == w.shape * 2
+    assert rel_err(h, jax.hessian(loss(lax_conv2d))(w)) <= GRAD_TOL
+
+
+def test_forward_mode_is_rejected_with_a_clear_error():
+    x, w, _, cfg = _setup("basic", "NCHW")
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(lambda x: jaxconv.conv2d(x, w, **cfg), (x,), (x,))
+
+
+@pytest.mark.parametrize("dtype, tol", [(jnp.bfloat16, 2e-2), (jnp.float16, 2e-3)])
+def test_half_precision_stays_close_to_float32(dtype, tol):
+    x, w, b, cfg = _setup("depthwise-mult2", "NHWC", dtype=np.float32)
+    cot = jnp.ones(lax_conv2d(x, w, b, **cfg).shape, jnp.float32)
+    z32 = jaxconv.conv2d(x, w, b, **cfg)
+    g32 = loss_grads(jaxconv.conv2d, x, w, b, cot, **cfg)
+    low = [a.astype(dtype) for a in (x, w, b)]
+    z = jaxconv.conv2d(*low, **cfg)
+    grads = loss_grads(jaxconv.conv2d, *low, cot.astype(dtype), **cfg)
+    assert z.dtype == dtype and all(g.dtype == dtype for g in grads)
+    assert rel_err(z, z32) <= tol
+    for lo, hi in zip(grads, g32):
+        assert rel_err(lo, hi) <= tol
+
+
+def test_nan_and_inf_propagate_like_xla():
+    x, w, b, cfg = _setup("stride2-same", "NCHW")
+    x = x.at[0, 0, 3, 3].set(jnp.nan).at[0, 1, 0, 0].set(jnp.inf)
+    z, z_lax = jaxconv.conv2d(x, w, b, **cfg), lax_conv2d(x, w, b, **cfg)
+    np.testing.assert_array_equal(np.isnan(z), np.isnan(z_lax))
+    np.testing.assert_array_equal(np.isinf(z), np.isinf(z_lax))
+    finite = np.isfinite(z_lax)
+    assert rel_err(np.where(finite, z, 0), np.where(finite, z_lax, 0)) <= FWD_TOL
