@@ -37,89 +37,133 @@ def _pad_spatial(x: jax.Array, pads) -> jax.Array:
     return lax.pad(x, jnp.zeros((), x.dtype), config)
 
 
-def _tap_windows(
-    x_pad: jax.Array,
-    kernel_hw: tuple[int, int],
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    out_hw: tuple[int, int],
-) -> list[jax.Array]:
+def _tap_windows(x_pad: jax.Array, geom: ConvGeometry) -> list[jax.Array]:
     """The window of `x_pad` each kernel tap (a, b) sees, in row-major tap order.
 
     Window (a, b)[n, r, c, :] = x_pad[n, r·sh + a·dh, c·sw + b·dw, :]: the x_{r+a, c+b} of
     eq. 6, with stride and dilation. Each window is one strided `lax.slice`.
 
     Args:
-      x_pad: (N, Hp, Wp, C), already padded.
+      x_pad: (N, Hp, Wp, C), the input after `geom.padding`.
 
     Returns:
       kh·kw arrays of shape (N, Ho, Wo, C).
     """
     n, _, _, c = x_pad.shape
-    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel_hw, stride, dilation, out_hw
+    (eh, ew), (sh, sw) = geom.window_extent_hw, geom.stride
     return [
-        lax.slice(
-            x_pad,
-            (0, a * dh, b * dw, 0),
-            (n, a * dh + (ho - 1) * sh + 1, b * dw + (wo - 1) * sw + 1, c),
-            (1, sh, sw, 1),
-        )
-        for a in range(kh)
-        for b in range(kw)
+        lax.slice(x_pad, (0, r, q, 0), (n, r + eh, q + ew, c), (1, sh, sw, 1))
+        for r, q in geom.tap_starts
     ]
 
 
-def _grouped_patches(windows: list[jax.Array], groups: int) -> jax.Array:
-    """Stacks tap windows into (N, Ho, Wo, T, G, C//G) patches (im2col, taps first)."""
-    patches = jnp.stack(windows, axis=3)
-    n, ho, wo, taps, c = patches.shape
-    return patches.reshape(n, ho, wo, taps, groups, c // groups)
-
-
-def _correlate(
-    x_pad: jax.Array,
-    w: jax.Array,
-    *,
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    out_hw: tuple[int, int],
-    groups: int,
-) -> jax.Array:
-    """Eq. 6 batched over images and channels: a VALID strided, dilated, grouped correlation.
-
-    z[n, r, c, g·Og + o] = Σ_{a, b, i} x_pad[n, r·sh + a·dh, c·sw + b·dw, g·Cg + i]
-                                       · w[a, b, i, g·Og + o]
+def _channels_forward(a: jax.Array, w_tap: jax.Array, groups: int, acc) -> jax.Array:
+    """One tap's term of eq. 6: Σ_i a[..., g·Cg + i]·w_tap[i, g·Og + o].
 
     Args:
-      x_pad: (N, Hp, Wp, C), already padded.
-      w: (kh, kw, C//groups, O).
+      a: (N, Ho, Wo, C), a tap window.
+      w_tap: (C//G, O), the kernel at that tap.
+      groups: G.
+      acc: accumulation dtype.
+
+    Returns:
+      (N, Ho, Wo, O) in `acc`.
+    """
+    *lead, c = a.shape
+    c_per_group, o = w_tap.shape
+    rows = a.reshape(-1, c)
+    if groups == 1:
+        out = jnp.dot(rows, w_tap, preferred_element_type=acc)
+    elif c_per_group == 1:
+        # Depthwise: nothing to sum over, a broadcast multiply (no GEMM).
+        out = rows.astype(acc)[:, :, None] * w_tap.astype(acc).reshape(groups, o // groups)
+    else:
+        out = lax.dot_general(
+            rows.reshape(-1, groups, c_per_group),
+            w_tap.reshape(c_per_group, groups, o // groups),
+            (((2,), (0,)), ((1,), (1,))),
+            preferred_element_type=acc,
+        ).transpose(1, 0, 2)
+    return out.reshape(*lead, o)
+
+
+def _channels_backward(g: jax.Array, w_tap: jax.Array, groups: int, acc) -> jax.Array:
+    """One tap's term of ∂L/∂X before it is put back: Σ_o g[..., g·Og + o]·w_tap[i, g·Og + o].
+
+    Args:
+      g: (N, Ho, Wo, O), ∂L/∂Z.
+      w_tap: (C//G, O).
+
+    Returns:
+      (N, Ho, Wo, C) in `acc`.
+    """
+    *lead, o = g.shape
+    c_per_group = w_tap.shape[0]
+    rows = g.reshape(-1, o)
+    if groups == 1:
+        out = lax.dot_general(rows, w_tap, (((1,), (1,)), ((), ())), preferred_element_type=acc)
+    elif c_per_group == 1:
+        out = jnp.sum(
+            rows.astype(acc).reshape(-1, groups, o // groups)
+            * w_tap.astype(acc).reshape(groups, o // groups),
+            axis=2,
+        )
+    else:
+        out = lax.dot_general(
+            rows.reshape(-1, groups, o // groups),
+            w_tap.reshape(c_per_group, groups, o // groups),
+            (((2,), (2,)), ((1,), (1,))),
+            preferred_element_type=acc,
+        ).transpose(1, 0, 2)
+    return out.reshape(*lead, groups * c_per_group)
+
+
+def _positions_kernel_grad(a: jax.Array, g: jax.Array, groups: int, acc) -> jax.Array:
+    """One tap's ∂L/∂W (eq. 8): Σ_{n, r, c} a[n, r, c, g·Cg + i]·g[n, r, c, g·Og + o].
+
+    Args:
+      a: (N, Ho, Wo, C), the tap's window of the padded input.
+      g: (N, Ho, Wo, O), ∂L/∂Z.
+
+    Returns:
+      (C//G, O) in `acc`.
+    """
+    c, o = a.shape[-1], g.shape[-1]
+    a_rows, g_rows = a.reshape(-1, c), g.reshape(-1, o)
+    if groups == 1:
+        return lax.dot_general(a_rows, g_rows, (((0,), (0,)), ((), ())), preferred_element_type=acc)
+    if c == groups:
+        # Depthwise: a per-channel sum of products.
+        prod = a_rows.astype(acc)[:, :, None] * g_rows.astype(acc).reshape(-1, groups, o // groups)
+        return jnp.sum(prod, axis=0).reshape(1, o)
+    dw = lax.dot_general(
+        a_rows.reshape(-1, groups, c // groups),
+        g_rows.reshape(-1, groups, o // groups),
+        (((0,), (0,)), ((1,), (1,))),
+        preferred_element_type=acc,
+    )  # (G, Cg, Og)
+    return dw.transpose(1, 0, 2).reshape(c // groups, o)
+
+
+def _forward_nhwc(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """Z = pad(X) ⋆ W (eq. 6), accumulated tap by tap.
+
+    z[n, r, c, g·Og + o] = Σ_{a, b} Σ_i x_pad[n, r·sh + a·dh, c·sw + b·dw, g·Cg + i]
+                                        · w[a, b, i, g·Og + o]
+
+    Args:
+      x: (N, H, W, C).
+      w: (kh, kw, C//G, O).
+      geom: the geometry.
 
     Returns:
       (N, Ho, Wo, O) in the accumulation dtype (f32 for half-precision inputs).
     """
-    kh, kw, c_per_group, o = w.shape
-    windows = _tap_windows(x_pad, (kh, kw), stride, dilation, out_hw)
-    patches = _grouped_patches(windows, groups)
-    w_taps = w.reshape(kh * kw, c_per_group, groups, o // groups)
-    z = jnp.einsum(
-        "nhwtgi,tigo->nhwgo",
-        patches,
-        w_taps,
-        preferred_element_type=_accumulation_dtype(x_pad.dtype),
-    )
-    n, ho, wo = z.shape[:3]
-    return z.reshape(n, ho, wo, o)
-
-
-def _forward_nhwc(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
-    """Z = pad(X) ⋆ W (eq. 6) for an NHWC input and HWIO kernel, accumulation dtype."""
-    return _correlate(
-        _pad_spatial(x, geom.padding),
-        w,
-        stride=geom.stride,
-        dilation=geom.dilation,
-        out_hw=geom.out_hw,
-        groups=geom.groups,
+    acc = _accumulation_dtype(x.dtype)
+    w_taps = w.reshape(-1, *w.shape[2:])
+    windows = _tap_windows(_pad_spatial(x, geom.padding), geom)
+    return sum(
+        _channels_forward(window, w_tap, geom.groups, acc) for window, w_tap in zip(windows, w_taps)
     )
 
 
@@ -127,11 +171,18 @@ def grad_input_rule(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array
     """∂L/∂X = full correlation of ∂L/∂Z with the rotated kernel (input-gradient equation).
 
     From ∂z[r, c]/∂x[i, j] = w[i − r, j − c]: ∂L/∂x[i, j] = Σ_{a, b} ∂L/∂z[i − a, j − b]·w[a, b],
-    i.e. ∂L/∂X = pad_full(∂L/∂Z) ⋆ rot180(W). Generalised: stride spreads ∂L/∂Z out with
-    stride−1 zeros (interior padding, the adjoint of the strided slice), dilation keeps the
-    taps d apart, the forward padding is cropped off again (negative padding, which a forward
-    crop turns into zero rows), and each group maps its Og output channels back to its Cg
-    input channels, so the kernel's in/out axes swap within each group.
+    i.e. ∂L/∂X = pad_full(∂L/∂Z) ⋆ rot180(W), with terms outside Z zero. Generalised, with
+    stride s, dilation d and padding lo:
+
+        ∂L/∂x[n, i, j, g·Cg + c] = Σ_{a, b, o} ∂L/∂z[n, (i + lo_h − a·dh)/sh,
+                                                     (j + lo_w − b·dw)/sw, g·Og + o]
+                                              · w[a, b, c, g·Og + o]
+
+    where only integer quotients inside Z contribute. Evaluated tap by tap: tap (a, b)'s term
+    ∂L/∂Z·w[a, b]ᵀ is put back where the forward's strided slice read it — `lax.pad` with
+    stride−1 interior zeros, the adjoint of the slice, offset by the forward padding
+    (`ConvGeometry.tap_adjoint_padding`). Summed over the taps this is the full correlation
+    above, without multiplying the interior zeros.
 
     Args:
       g: ∂L/∂Z, (N, Ho, Wo, O).
@@ -141,13 +192,11 @@ def grad_input_rule(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array
     Returns:
       ∂L/∂X, (N, H, W, C), in the accumulation dtype.
     """
-    kh, kw, c_per_group, o = w.shape
-    groups = geom.groups
-    g_spread = _pad_spatial(g, geom.input_grad_padding)
-    w_rot = jnp.flip(w, (0, 1)).reshape(kh, kw, c_per_group, groups, o // groups)
-    w_rot = w_rot.transpose(0, 1, 4, 3, 2).reshape(kh, kw, o // groups, groups * c_per_group)
-    return _correlate(
-        g_spread, w_rot, stride=(1, 1), dilation=geom.dilation, out_hw=geom.in_hw, groups=groups
+    acc = _accumulation_dtype(g.dtype)
+    w_taps = w.reshape(-1, *w.shape[2:])
+    return sum(
+        _pad_spatial(_channels_backward(g, w_tap, geom.groups, acc), geom.tap_adjoint_padding(tap))
+        for tap, w_tap in enumerate(w_taps)
     )
 
 
@@ -158,7 +207,8 @@ def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arra
                                           · x_pad[n, r·sh + a·dh, c·sw + b·dw, g·Cg + i]:
     the forward's stride becomes the step of the correlation and its dilation the spacing
     of the kernel taps. r and c run over the output rows and columns (Ho, Wo), not over the
-    kernel's k1, k2 as eqs. 7–8 of the seed misprint.
+    kernel's k1, k2 as eqs. 7–8 of the seed misprint. One contraction per tap, over the
+    same strided windows the forward reads.
 
     Args:
       x: (N, H, W, C).
@@ -168,20 +218,10 @@ def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arra
     Returns:
       ∂L/∂W, (kh, kw, C//G, O), in the accumulation dtype.
     """
-    kh, kw = geom.kernel_hw
-    groups, o = geom.groups, geom.out_channels
-    windows = _tap_windows(
-        _pad_spatial(x, geom.padding), geom.kernel_hw, geom.stride, geom.dilation, geom.out_hw
-    )
-    patches = _grouped_patches(windows, groups)
-    n, ho, wo = g.shape[:3]
-    dw = jnp.einsum(
-        "nhwtgi,nhwgo->tigo",
-        patches,
-        g.reshape(n, ho, wo, groups, o // groups),
-        preferred_element_type=_accumulation_dtype(x.dtype),
-    )
-    return dw.reshape(kh, kw, geom.in_channels // groups, o)
+    acc = _accumulation_dtype(x.dtype)
+    windows = _tap_windows(_pad_spatial(x, geom.padding), geom)
+    taps = [_positions_kernel_grad(window, g, geom.groups, acc) for window in windows]
+    return jnp.stack(taps).reshape(*geom.kernel_hw, *taps[0].shape)
 
 
 def grad_bias_rule(g: jax.Array) -> jax.Array:

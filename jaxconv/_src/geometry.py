@@ -67,21 +67,34 @@ class ConvGeometry:
         return tuple(n + lo + hi for n, (lo, hi) in zip(self.in_hw, self.padding))
 
     @property
-    def input_grad_padding(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-        """(lo, hi, interior) padding of ∂L/∂Z that turns ∂L/∂X into a VALID correlation.
+    def window_extent_hw(self) -> tuple[int, int]:
+        """Rows and columns one tap's strided window spans in the padded input: (Ho−1)·s+1."""
+        return tuple((n - 1) * s + 1 for n, s in zip(self.out_hw, self.stride))
 
-        Interior padding stride-1 spreads ∂L/∂Z out to the positions the strided forward
-        read (the adjoint of a strided slice); lo/hi pad it to the "full" correlation
-        (dilated kernel extent − 1 on each side), minus the forward padding (which the
-        adjoint crops away again), plus the rows and columns the forward never reached.
-        The padded ∂L/∂Z has height H + dh·(kh−1) and width W + dw·(kw−1).
+    @property
+    def tap_starts(self) -> tuple[tuple[int, int], ...]:
+        """Where each kernel tap (a, b)'s window starts in the padded input: (a·dh, b·dw).
+
+        Row-major over (a, b), the order of the kernel's taps everywhere in the package.
+        """
+        (kh, kw), (dh, dw) = self.kernel_hw, self.dilation
+        return tuple((a * dh, b * dw) for a in range(kh) for b in range(kw))
+
+    def tap_adjoint_padding(self, tap: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """(lo, hi, interior) padding that puts a (Ho, Wo) map back where tap `tap` read it.
+
+        The forward reads tap (a, b)'s window with a strided slice of the padded input; the
+        adjoint of that slice is padding with stride−1 interior zeros. Offsetting by the forward
+        padding lands directly in the unpadded input's coordinates: lo and hi go negative
+        (cropping) where the window ran over padding, and a forward crop becomes zero rows.
+        The result has shape (H, W).
         """
         pads = []
-        for n_pad, n_out, k_dil, s, (lo, hi) in zip(
-            self.padded_hw, self.out_hw, self.dilated_kernel_hw, self.stride, self.padding
+        for start, extent, n, (lo, _), s in zip(
+            self.tap_starts[tap], self.window_extent_hw, self.in_hw, self.padding, self.stride
         ):
-            unreached = n_pad - ((n_out - 1) * s + k_dil)
-            pads.append((k_dil - 1 - lo, k_dil - 1 - hi + unreached, s - 1))
+            low = start - lo
+            pads.append((low, n - low - extent, s - 1))
         return tuple(pads)
 
     @property
