@@ -157,10 +157,6 @@ def test_geometry_sizes_by_hand():
     # Tap (a, b) reads padded rows 2a, 2a+3, 2a+6 (extent 7) and columns b, b+2, b+4 (extent 5).
     assert geom.window_extent_hw == (7, 5)
     assert geom.tap_starts == ((0, 0), (0, 1), (2, 0), (2, 1), (4, 0), (4, 1))
-    # Its adjoint, in unpadded coordinates: rows lo = 2a − 1, hi = 10 − (2a − 1) − 7, interior 2;
-    # columns lo = b, hi = 7 − b − 5, interior 1.
-    assert geom.tap_adjoint_padding(0) == ((-1, 4, 2), (0, 2, 1))
-    assert geom.tap_adjoint_padding(5) == ((3, 0, 2), (1, 1, 1))
     assert geom.flops == 2 * 8 * 3 * 3 * 3 * 3 * 2
     assert geom.output_shape((4,)) == (4, 8, 3, 3)
 

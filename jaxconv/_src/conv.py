@@ -37,24 +37,30 @@ def _pad_spatial(x: jax.Array, pads) -> jax.Array:
     return lax.pad(x, jnp.zeros((), x.dtype), config)
 
 
-def _tap_windows(x_pad: jax.Array, geom: ConvGeometry) -> list[jax.Array]:
-    """The window of `x_pad` each kernel tap (a, b) sees, in row-major tap order.
+def _tap_window(x_pad: jax.Array, start: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """The window of `x_pad` one kernel tap sees: the x_{r+a, c+b} of eq. 6.
 
-    Window (a, b)[n, r, c, :] = x_pad[n, r·sh + a·dh, c·sw + b·dw, :]: the x_{r+a, c+b} of
-    eq. 6, with stride and dilation. Each window is one strided `lax.slice`.
+    window[n, r, c, :] = x_pad[n, r0 + r·sh, c0 + c·sw, :] for r < Ho, c < Wo, where
+    (r0, c0) = (a·dh, b·dw) is the tap's start: a block cut at the (traced) start, then one
+    strided `lax.slice`.
 
     Args:
       x_pad: (N, Hp, Wp, C), the input after `geom.padding`.
+      start: int32 (2,), the tap's (r0, c0), one row of `geom.tap_starts`.
 
     Returns:
-      kh·kw arrays of shape (N, Ho, Wo, C).
+      (N, Ho, Wo, C).
     """
     n, _, _, c = x_pad.shape
     (eh, ew), (sh, sw) = geom.window_extent_hw, geom.stride
-    return [
-        lax.slice(x_pad, (0, r, q, 0), (n, r + eh, q + ew, c), (1, sh, sw, 1))
-        for r, q in geom.tap_starts
-    ]
+    zero = jnp.zeros_like(start[0])
+    block = lax.dynamic_slice(x_pad, (zero, start[0], start[1], zero), (n, eh, ew, c))
+    return lax.slice(block, (0, 0, 0, 0), block.shape, (1, sh, sw, 1))
+
+
+def _taps(w: jax.Array, geom: ConvGeometry) -> tuple[jax.Array, jax.Array]:
+    """(starts, w_taps): int32 (T, 2) window starts and the (T, C//G, O) kernel, T = kh·kw."""
+    return jnp.asarray(geom.tap_starts, jnp.int32), w.reshape(-1, *w.shape[2:])
 
 
 def _channels_forward(a: jax.Array, w_tap: jax.Array, groups: int, acc) -> jax.Array:
@@ -75,8 +81,8 @@ def _channels_forward(a: jax.Array, w_tap: jax.Array, groups: int, acc) -> jax.A
     if groups == 1:
         out = jnp.dot(rows, w_tap, preferred_element_type=acc)
     elif c_per_group == 1:
-        # Depthwise: nothing to sum over, a broadcast multiply (no GEMM).
-        out = rows.astype(acc)[:, :, None] * w_tap.astype(acc).reshape(groups, o // groups)
+        # Depthwise: nothing to sum over; each input channel scales its O/G kernels.
+        out = jnp.repeat(rows.astype(acc), o // groups, axis=1) * w_tap.astype(acc).reshape(o)
     else:
         out = lax.dot_general(
             rows.reshape(-1, groups, c_per_group),
@@ -103,11 +109,9 @@ def _channels_backward(g: jax.Array, w_tap: jax.Array, groups: int, acc) -> jax.
     if groups == 1:
         out = lax.dot_general(rows, w_tap, (((1,), (1,)), ((), ())), preferred_element_type=acc)
     elif c_per_group == 1:
-        out = jnp.sum(
-            rows.astype(acc).reshape(-1, groups, o // groups)
-            * w_tap.astype(acc).reshape(groups, o // groups),
-            axis=2,
-        )
+        out = rows.astype(acc) * w_tap.astype(acc).reshape(o)
+        if o > groups:  # a channel multiplier: sum each input channel's O/G products
+            out = jnp.sum(out.reshape(-1, groups, o // groups), axis=2)
     else:
         out = lax.dot_general(
             rows.reshape(-1, groups, o // groups),
@@ -129,13 +133,15 @@ def _positions_kernel_grad(a: jax.Array, g: jax.Array, groups: int, acc) -> jax.
       (C//G, O) in `acc`.
     """
     c, o = a.shape[-1], g.shape[-1]
+    if c == groups > 1:
+        # Depthwise: a per-channel sum of products; per image first, then over the batch,
+        # which XLA reduces several times faster than one sum over all positions.
+        a = jnp.repeat(a.astype(acc), o // groups, axis=-1)
+        products = (a * g.astype(acc)).reshape(-1, o)
+        return jnp.dot(jnp.ones(products.shape[0], acc), products).reshape(1, o)
     a_rows, g_rows = a.reshape(-1, c), g.reshape(-1, o)
     if groups == 1:
         return lax.dot_general(a_rows, g_rows, (((0,), (0,)), ((), ())), preferred_element_type=acc)
-    if c == groups:
-        # Depthwise: a per-channel sum of products.
-        prod = a_rows.astype(acc)[:, :, None] * g_rows.astype(acc).reshape(-1, groups, o // groups)
-        return jnp.sum(prod, axis=0).reshape(1, o)
     dw = lax.dot_general(
         a_rows.reshape(-1, groups, c // groups),
         g_rows.reshape(-1, groups, o // groups),
@@ -143,6 +149,11 @@ def _positions_kernel_grad(a: jax.Array, g: jax.Array, groups: int, acc) -> jax.
         preferred_element_type=acc,
     )  # (G, Cg, Og)
     return dw.transpose(1, 0, 2).reshape(c // groups, o)
+
+
+def _is_depthwise(geom: ConvGeometry) -> bool:
+    """Depthwise taps are elementwise: unrolled, XLA fuses all of them into one pass."""
+    return geom.groups > 1 and geom.in_channels == geom.groups
 
 
 def _forward_nhwc(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
@@ -160,29 +171,35 @@ def _forward_nhwc(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
       (N, Ho, Wo, O) in the accumulation dtype (f32 for half-precision inputs).
     """
     acc = _accumulation_dtype(x.dtype)
-    w_taps = w.reshape(-1, *w.shape[2:])
-    windows = _tap_windows(_pad_spatial(x, geom.padding), geom)
-    return sum(
-        _channels_forward(window, w_tap, geom.groups, acc) for window, w_tap in zip(windows, w_taps)
-    )
+    x_pad = _pad_spatial(x, geom.padding)
+    starts, w_taps = _taps(w, geom)
+
+    # A loop, not an unrolled sum: one window and one product live at a time, so large
+    # inputs allocate (and page-fault) far less.
+    def add_tap(tap, z):
+        window = _tap_window(x_pad, starts[tap], geom)
+        return z + _channels_forward(window, w_taps[tap], geom.groups, acc)
+
+    z = jnp.zeros((x.shape[0], *geom.out_hw, geom.out_channels), acc)
+    return lax.fori_loop(0, len(starts), add_tap, z, unroll=_is_depthwise(geom))
 
 
 def grad_input_rule(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
     """∂L/∂X = full correlation of ∂L/∂Z with the rotated kernel (input-gradient equation).
 
     From ∂z[r, c]/∂x[i, j] = w[i − r, j − c]: ∂L/∂x[i, j] = Σ_{a, b} ∂L/∂z[i − a, j − b]·w[a, b],
-    i.e. ∂L/∂X = pad_full(∂L/∂Z) ⋆ rot180(W), with terms outside Z zero. Generalised, with
-    stride s, dilation d and padding lo:
+    i.e. ∂L/∂X = pad_full(∂L/∂Z) ⋆ rot180(W), with terms outside Z zero. Generalised to
+    stride s, dilation d, padding lo and groups, in padded-input coordinates:
 
-        ∂L/∂x[n, i, j, g·Cg + c] = Σ_{a, b, o} ∂L/∂z[n, (i + lo_h − a·dh)/sh,
-                                                     (j + lo_w − b·dw)/sw, g·Og + o]
-                                              · w[a, b, c, g·Og + o]
+        ∂L/∂x_pad[n, i, j, g·Cg + c] = Σ_{a, b, o} ∂L/∂z[n, (i − a·dh)/sh, (j − b·dw)/sw, g·Og + o]
+                                                  · w[a, b, c, g·Og + o]
 
-    where only integer quotients inside Z contribute. Evaluated tap by tap: tap (a, b)'s term
-    ∂L/∂Z·w[a, b]ᵀ is put back where the forward's strided slice read it — `lax.pad` with
-    stride−1 interior zeros, the adjoint of the slice, offset by the forward padding
-    (`ConvGeometry.tap_adjoint_padding`). Summed over the taps this is the full correlation
-    above, without multiplying the interior zeros.
+    where only integer quotients inside Z contribute; then ∂L/∂X is ∂L/∂X_pad with the
+    forward padding cropped off (a forward crop, negative padding, becomes zero rows).
+    Evaluated tap by tap: tap (a, b)'s term ∂L/∂Z·w[a, b]ᵀ goes back where the forward's
+    strided slice read it, spread out by stride−1 interior zeros (`lax.pad`, the adjoint of
+    the strided slice) and added at the tap's start (a·dh, b·dw). Summed over the taps this
+    is the full correlation above, without multiplying the zeros.
 
     Args:
       g: ∂L/∂Z, (N, Ho, Wo, O).
@@ -193,11 +210,21 @@ def grad_input_rule(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array
       ∂L/∂X, (N, H, W, C), in the accumulation dtype.
     """
     acc = _accumulation_dtype(g.dtype)
-    w_taps = w.reshape(-1, *w.shape[2:])
-    return sum(
-        _pad_spatial(_channels_backward(g, w_tap, geom.groups, acc), geom.tap_adjoint_padding(tap))
-        for tap, w_tap in enumerate(w_taps)
-    )
+    starts, w_taps = _taps(w, geom)
+    spread = tuple((0, 0, s - 1) for s in geom.stride)
+
+    def add_tap(tap, dx_pad):
+        contribution = _channels_backward(g, w_taps[tap], geom.groups, acc)
+        contribution = _pad_spatial(contribution, spread)
+        zero = jnp.zeros_like(starts[tap, 0])
+        at = (zero, starts[tap, 0], starts[tap, 1], zero)
+        total = lax.dynamic_slice(dx_pad, at, contribution.shape) + contribution
+        return lax.dynamic_update_slice(dx_pad, total, at)
+
+    dx_pad = jnp.zeros((g.shape[0], *geom.padded_hw, geom.in_channels), acc)
+    dx_pad = lax.fori_loop(0, len(starts), add_tap, dx_pad, unroll=_is_depthwise(geom))
+    # The adjoint of the forward's padding: crop what it added, zero-fill what it cropped.
+    return _pad_spatial(dx_pad, tuple((-lo, -hi) for lo, hi in geom.padding))
 
 
 def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
@@ -219,9 +246,15 @@ def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arra
       ∂L/∂W, (kh, kw, C//G, O), in the accumulation dtype.
     """
     acc = _accumulation_dtype(x.dtype)
-    windows = _tap_windows(_pad_spatial(x, geom.padding), geom)
-    taps = [_positions_kernel_grad(window, g, geom.groups, acc) for window in windows]
-    return jnp.stack(taps).reshape(*geom.kernel_hw, *taps[0].shape)
+    x_pad = _pad_spatial(x, geom.padding)
+    starts = jnp.asarray(geom.tap_starts, jnp.int32)
+
+    def tap_grad(carry, start):
+        window = _tap_window(x_pad, start, geom)
+        return carry, _positions_kernel_grad(window, g, geom.groups, acc)
+
+    _, dw = lax.scan(tap_grad, None, starts)
+    return dw.reshape(*geom.kernel_hw, *dw.shape[1:])
 
 
 def grad_bias_rule(g: jax.Array) -> jax.Array:

@@ -80,23 +80,6 @@ class ConvGeometry:
         (kh, kw), (dh, dw) = self.kernel_hw, self.dilation
         return tuple((a * dh, b * dw) for a in range(kh) for b in range(kw))
 
-    def tap_adjoint_padding(self, tap: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-        """(lo, hi, interior) padding that puts a (Ho, Wo) map back where tap `tap` read it.
-
-        The forward reads tap (a, b)'s window with a strided slice of the padded input; the
-        adjoint of that slice is padding with stride−1 interior zeros. Offsetting by the forward
-        padding lands directly in the unpadded input's coordinates: lo and hi go negative
-        (cropping) where the window ran over padding, and a forward crop becomes zero rows.
-        The result has shape (H, W).
-        """
-        pads = []
-        for start, extent, n, (lo, _), s in zip(
-            self.tap_starts[tap], self.window_extent_hw, self.in_hw, self.padding, self.stride
-        ):
-            low = start - lo
-            pads.append((low, n - low - extent, s - 1))
-        return tuple(pads)
-
     @property
     def flops(self) -> int:
         """Multiply-adds ×2 of the forward pass for one image: 2·O·Ho·Wo·(C/G)·kh·kw."""
