@@ -1,7 +1,7 @@
-"""Independent references for the tests: XLA's convolution and random operands.
+"""Shared test helpers: the XLA reference, operand shapes, random operands, errors.
 
-`lax_conv2d` maps jaxconv's arguments onto `jax.lax.conv_general_dilated` without using
-any of jaxconv's geometry code, so agreement also checks the padding resolution.
+`lax_conv2d` is `jaxconv.conv2d_xla`, which maps the arguments onto
+`jax.lax.conv_general_dilated` without jaxconv's geometry code.
 """
 
 from __future__ import annotations
@@ -9,47 +9,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
+import jaxconv
 
-def lax_padding(padding):
-    """jaxconv's padding forms in the form lax accepts (strings stay strings)."""
-    if isinstance(padding, str):
-        return padding
-    if isinstance(padding, int):
-        return [(padding, padding)] * 2
-    if all(isinstance(p, int) for p in padding):
-        return [(p, p) for p in padding]
-    return [tuple(p) for p in padding]
-
-
-def lax_conv2d(x, w, b=None, *, stride=1, padding="VALID", dilation=1, groups=1, layout="NCHW"):
-    """jaxconv.conv2d's contract, computed by XLA's convolution (test reference only)."""
-    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
-    rank = x.ndim
-    if rank == 2:
-        x, w = x[None, None], w[None, None]
-        layout = "NCHW"
-    elif rank == 3:
-        x = x[None]
-    dims = ("NCHW", "OIHW", "NCHW") if layout == "NCHW" else ("NHWC", "HWIO", "NHWC")
-    z = lax.conv_general_dilated(
-        x,
-        w,
-        window_strides=pair(stride),
-        padding=lax_padding(padding),
-        rhs_dilation=pair(dilation),
-        dimension_numbers=dims,
-        feature_group_count=groups,
-        precision=lax.Precision.HIGHEST,
-        preferred_element_type=jnp.float32 if x.dtype.itemsize < 4 else None,
-    )
-    if b is not None:
-        z = z + (b[:, None, None] if layout == "NCHW" else b).astype(z.dtype)
-    z = z.astype(x.dtype)
-    if rank == 2:
-        return z[0, 0]
-    return z[0] if rank == 3 else z
+lax_conv2d = jaxconv.conv2d_xla
 
 
 def operand_shapes(*, batch, c, o, hw, khw, groups, layout, rank=4):

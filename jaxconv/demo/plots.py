@@ -1,0 +1,62 @@
+"""Figures of a demo run: learning curves and the learned first-layer kernels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(metrics: dict, path: Path) -> None:
+    """Train/test loss and test accuracy per epoch, side by side."""
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in metrics["epochs"]]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in metrics["epochs"]], "o-", label="train")
+    ax_loss.plot(epochs, [r["test_loss"] for r in metrics["epochs"]], "s-", label="test")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss", yscale="log")
+    ax_loss.legend()
+    accuracy = [100 * r["test_accuracy"] for r in metrics["epochs"]]
+    ax_acc.plot(epochs, accuracy, "o-", color="tab:green")
+    ax_acc.set(
+        xlabel="epoch",
+        ylabel="test accuracy (%)",
+        title=f"Test accuracy (final {accuracy[-1]:.2f}%)",
+    )
+    ax_acc.grid(alpha=0.3)
+    ax_loss.grid(alpha=0.3)
+    name = metrics["config"]["dataset"]
+    fig.suptitle(f"jaxconv demo on {name} ({metrics['config']['impl']} convolution)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_filters(kernels: np.ndarray, path: Path) -> None:
+    """The first layer's kernels, (O, 1, kh, kw), on one symmetric colour scale."""
+    plt = _pyplot()
+    kernels = np.asarray(kernels)[:, 0]
+    count = kernels.shape[0]
+    cols = min(8, count)
+    rows = -(-count // cols)
+    limit = float(np.abs(kernels).max()) or 1.0
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols + 1.2, 1.4 * rows + 0.6))
+    axes = np.atleast_1d(axes).ravel()
+    for i, ax in enumerate(axes):
+        ax.axis("off")
+        if i < count:
+            image = ax.imshow(kernels[i], cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.set_title(f"#{i}", fontsize=8)
+    fig.colorbar(image, ax=axes.tolist(), shrink=0.8, label="weight")
+    fig.suptitle(f"Learned first-layer kernels ({count} × {kernels.shape[1]}×{kernels.shape[2]})")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
