@@ -309,6 +309,57 @@ def conv_geometry(
     )
 
 
+def conv_transpose_geometry(
+    op: str,
+    in_hw: tuple[int, int],
+    kernel_hw: tuple[int, int],
+    *,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    output_padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[tuple[int, int], Pads]:
+    """Output size of a transposed convolution and the padding of the conv it is the ∂L/∂X of.
+
+    H_out = (H − 1)·s − 2p + d·(k − 1) + output_padding + 1 (PyTorch). A `conv2d` of an
+    H_out-row input with padding (p, p − output_padding) has exactly H output rows (its
+    padded input, (H − 1)·s + d·(k − 1) + 1 rows, ends where its last window does), so the
+    transposed conv is that conv's ∂L/∂X. Rows past the last window, present only when
+    output_padding > p, are cropped by that conv and so come out zero.
+
+    Args:
+      op: name of the public function, for messages.
+      in_hw, kernel_hw, stride, padding, output_padding, dilation: normalised pairs, padding
+        and output_padding already checked to be >= 0.
+
+    Returns:
+      ((H_out, W_out), ((p_h, p_h − op_h), (p_w, p_w − op_w))).
+
+    Raises:
+      ValueError: output_padding not smaller than max(stride, dilation), or an empty output.
+    """
+    out_hw = []
+    for axis, n, k, s, p, extra, d in zip(
+        ("height", "width"), in_hw, kernel_hw, stride, padding, output_padding, dilation
+    ):
+        if extra >= max(s, d):
+            raise ValueError(
+                f"{op}: `output_padding` {output_padding} must be smaller than max(`stride`, "
+                f"`dilation`) on each axis; {axis}: output_padding {extra}, stride {s}, "
+                f"dilation {d}."
+            )
+        size = (n - 1) * s - 2 * p + d * (k - 1) + extra + 1
+        if size < 1:
+            raise ValueError(
+                f"{op}: `padding` {padding} leaves no output: {axis} "
+                f"(H−1)·stride − 2·padding + dilation·(k−1) + output_padding + 1 = "
+                f"({n}−1)·{s} − 2·{p} + {d}·({k}−1) + {extra} + 1 = {size}."
+            )
+        out_hw.append(size)
+    pads = tuple((p, p - extra) for p, extra in zip(padding, output_padding))
+    return tuple(out_hw), pads
+
+
 def check_bias(op: str, b, geom: ConvGeometry) -> None:
     """Raises unless `b` is None or a floating array of shape (O,)."""
     if b is None:
@@ -338,6 +389,7 @@ __all__ = [
     "check_floating",
     "check_layout",
     "conv_geometry",
+    "conv_transpose_geometry",
     "normalize_pair",
     "resolve_padding",
 ]

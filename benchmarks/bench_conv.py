@@ -1,0 +1,345 @@
+"""Times jaxconv.conv2d against XLA's convolution (and PyTorch when installed).
+
+    python benchmarks/bench_conv.py [--workloads A,B] [--layouts NCHW] [--json out.json]
+
+For each workload and layout, in one process and interleaved (round-robin over the
+implementations within each repetition, so drift hits them alike): forward, forward+backward
+(gradients of x and w), dX alone and dW alone. Every implementation is first checked against
+XLA's result; one that disagrees is not timed. Prints medians with min–max, GFLOP/s, the share
+of a GEMM ceiling measured in the same run, and the time ratios jaxconv/lax and jaxconv/torch
+(< 1: jaxconv is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxconv
+
+# name: (x NCHW, w OIHW, config)
+WORKLOADS = {
+    "A": ((128, 1, 28, 28), (32, 1, 3, 3), dict()),
+    "B": ((128, 32, 26, 26), (64, 32, 3, 3), dict()),
+    "C": ((64, 64, 32, 32), (128, 64, 3, 3), dict(stride=2, padding="SAME")),
+    "D": ((32, 64, 56, 56), (64, 64, 3, 3), dict(padding="SAME")),
+    "E": ((32, 32, 32, 32), (32, 32, 3, 3), dict(dilation=2, padding="SAME")),
+    "F": ((32, 64, 56, 56), (64, 1, 3, 3), dict(groups=64, padding="SAME")),
+}
+PASSES = ("fwd", "fwd+bwd", "dX", "dW")
+PASS_FLOPS = {"fwd": 1, "fwd+bwd": 3, "dX": 1, "dW": 1}
+
+
+@dataclass
+class Row:
+    workload: str
+    layout: str
+    pass_: str
+    impl: str
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    gflops: float
+    ceiling_pct: float
+
+
+def gemm_ceiling(size: int, repeats: int = 5) -> float:
+    """Best GFLOP/s of a jitted f32 (size×size)·(size×size) `jnp.dot`."""
+    a = jnp.ones((size, size), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    dot(a, a).block_until_ready()
+    best = min(_time_once(lambda: dot(a, a)) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _time_once(fn: Callable) -> float:
+    start = time.perf_counter()
+    out = fn()
+    if hasattr(out, "block_until_ready") or isinstance(out, (tuple, list)):
+        jax.block_until_ready(out)
+    return time.perf_counter() - start
+
+
+def forward_flops(x_shape, w_shape, geom: jaxconv.ConvGeometry) -> int:
+    """2·N·O·Ho·Wo·(C/groups)·kh·kw."""
+    return x_shape[0] * geom.flops
+
+
+def _jax_passes(conv, x, w, cfg) -> dict[str, Callable]:
+    """Jitted closures for each pass; jaxconv's dX/dW are its public hand rules."""
+    z_shape = jax.eval_shape(lambda: conv(x, w, **cfg)).shape
+    cot = jnp.asarray(np.random.default_rng(1).standard_normal(z_shape), x.dtype)
+    fwd = jax.jit(lambda x, w: conv(x, w, **cfg))
+    both = jax.jit(lambda x, w: jax.vjp(lambda x, w: conv(x, w, **cfg), x, w)[1](cot))
+    if conv is jaxconv.conv2d:
+        dx = jax.jit(lambda w: jaxconv.conv2d_grad_input(cot, w, x.shape, **cfg))
+        dw = jax.jit(lambda x: jaxconv.conv2d_grad_kernel(x, cot, w.shape, **cfg))
+    else:
+        dx = jax.jit(lambda w: jax.vjp(lambda x: conv(x, w, **cfg), x)[1](cot)[0])
+        dw = jax.jit(lambda x: jax.vjp(lambda w: conv(x, w, **cfg), w)[1](cot)[0])
+    return {
+        "fwd": lambda: fwd(x, w),
+        "fwd+bwd": lambda: both(x, w),
+        "dX": lambda: dx(w),
+        "dW": lambda: dw(x),
+    }
+
+
+def _torch_passes(x_np, w_np, cfg, layout) -> dict[str, Callable] | None:
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    x = torch.from_numpy(x_np if layout == "NCHW" else x_np.transpose(0, 3, 1, 2).copy())
+    w = torch.from_numpy(w_np if layout == "NCHW" else w_np.transpose(3, 2, 0, 1).copy())
+    if layout == "NHWC":
+        x = x.contiguous(memory_format=torch.channels_last)
+        w = w.contiguous(memory_format=torch.channels_last)
+    (lo_h, hi_h), (lo_w, hi_w) = _geometry(x_np.shape, w_np.shape, cfg, layout).padding
+    stride, dilation, groups = cfg.get("stride", 1), cfg.get("dilation", 1), cfg.get("groups", 1)
+    symmetric = lo_h == hi_h and lo_w == hi_w
+
+    def conv(x, w):
+        if not symmetric:  # torch pads symmetrically; asymmetric SAME goes through F.pad
+            x = F.pad(x, (lo_w, hi_w, lo_h, hi_h))
+            return F.conv2d(x, w, stride=stride, dilation=dilation, groups=groups)
+        return F.conv2d(x, w, stride=stride, padding=(lo_h, lo_w), dilation=dilation, groups=groups)
+
+    with torch.no_grad():
+        z = conv(x, w)
+    cot = torch.from_numpy(np.random.default_rng(1).standard_normal(z.shape).astype(np.float32))
+    if layout == "NHWC":
+        cot = cot.contiguous(memory_format=torch.channels_last)
+    xg, wg = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+
+    def fwd():
+        with torch.no_grad():
+            return conv(x, w)
+
+    def both():
+        return torch.autograd.grad(conv(xg, wg), (xg, wg), cot)
+
+    def dx():
+        return torch.autograd.grad(conv(xg, w), (xg,), cot)
+
+    def dw():
+        return torch.autograd.grad(conv(x, wg), (wg,), cot)
+
+    passes = {"fwd": fwd, "fwd+bwd": both, "dX": dx, "dW": dw}
+    passes["_check"] = lambda: np.asarray(
+        fwd().permute(0, 2, 3, 1).contiguous() if layout == "NHWC" else fwd()
+    )
+    return passes
+
+
+def _geometry(x_shape, w_shape, cfg, layout) -> jaxconv.ConvGeometry:
+    """jaxconv's own resolution of the workload (padding, output size, FLOPs)."""
+    from jaxconv._src.geometry import conv_geometry
+
+    return conv_geometry(
+        "bench",
+        x_shape,
+        w_shape,
+        stride=cfg.get("stride", 1),
+        padding=cfg.get("padding", "VALID"),
+        dilation=cfg.get("dilation", 1),
+        groups=cfg.get("groups", 1),
+        layout=layout,
+    )
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Runs the benchmark; returns {"meta": ..., "rows": [...]}."""
+    ceiling = gemm_ceiling(args.gemm_size)
+    print(f"GEMM ceiling: {ceiling:.1f} GFLOP/s (f32 {args.gemm_size}³ jnp.dot)", flush=True)
+    rows: list[Row] = []
+    for name in args.workloads:
+        x_shape, w_shape, cfg = WORKLOADS[name]
+        for layout in args.layouts:
+            xs, ws = x_shape, w_shape
+            if layout == "NHWC":
+                xs = (x_shape[0], x_shape[2], x_shape[3], x_shape[1])
+                ws = (w_shape[2], w_shape[3], w_shape[1], w_shape[0])
+            rng = np.random.default_rng(0)
+            x_np = rng.standard_normal(xs).astype(np.float32)
+            w_np = rng.standard_normal(ws).astype(np.float32)
+            x, w = jnp.asarray(x_np), jnp.asarray(w_np)
+            full = dict(cfg, layout=layout)
+            flops = forward_flops(xs, ws, _geometry(xs, ws, cfg, layout))
+            impls = {
+                "jaxconv": _jax_passes(jaxconv.conv2d, x, w, full),
+                "lax": _jax_passes(jaxconv.conv2d_xla, x, w, full),
+            }
+            if not args.no_torch:
+                torch_passes = _torch_passes(x_np, w_np, cfg, layout)
+                if torch_passes is not None:
+                    impls["torch"] = torch_passes
+            expected = np.asarray(impls["lax"]["fwd"]())
+            for impl, passes in list(impls.items()):
+                got = np.asarray(passes.pop("_check", passes["fwd"])())
+                err = np.max(np.abs(got - expected)) / np.max(np.abs(expected))
+                if not err < 1e-4:
+                    print(f"  {name} {layout} {impl}: WRONG (rel err {err:.1e}); not timed")
+                    del impls[impl]
+            for pass_ in args.passes:
+                times = {impl: [] for impl in impls}
+                for passes in impls.values():
+                    for _ in range(2):  # compile and warm up
+                        _time_once(passes[pass_])
+                for _ in range(args.repeats):
+                    for impl, passes in impls.items():
+                        times[impl].append(_time_once(passes[pass_]))
+                for impl, ts in times.items():
+                    median = statistics.median(ts)
+                    gflops = PASS_FLOPS[pass_] * flops / median / 1e9
+                    rows.append(
+                        Row(
+                            name,
+                            layout,
+                            pass_,
+                            impl,
+                            1e3 * median,
+                            1e3 * min(ts),
+                            1e3 * max(ts),
+                            gflops,
+                            100 * gflops / ceiling,
+                        )
+                    )
+                _print_rows(
+                    [r for r in rows if (r.workload, r.layout, r.pass_) == (name, layout, pass_)]
+                )
+    meta = {
+        "jax": jax.__version__,
+        "torch": _torch_version(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "device": str(jax.devices()[0]),
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
+        "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES"),
+        "gemm_ceiling_gflops": ceiling,
+        "repeats": args.repeats,
+    }
+    result = {"meta": meta, "rows": [asdict(r) for r in rows]}
+    result["targets"] = targets(rows)
+    print_targets(result["targets"])
+    return result
+
+
+def _torch_version() -> str | None:
+    try:
+        import torch
+
+        return torch.__version__
+    except ImportError:
+        return None
+
+
+def _print_rows(rows: list[Row]) -> None:
+    by_impl = {r.impl: r for r in rows}
+    for r in rows:
+        ratios = ""
+        if r.impl == "jaxconv":
+            for ref in ("lax", "torch"):
+                if ref in by_impl:
+                    ratios += f"  ×{ref} {r.median_ms / by_impl[ref].median_ms:5.2f}"
+        print(
+            f"{r.workload} {r.layout} {r.pass_:8s} {r.impl:8s} {r.median_ms:9.2f} ms "
+            f"[{r.min_ms:8.2f}–{r.max_ms:8.2f}] {r.gflops:7.1f} GFLOP/s {r.ceiling_pct:5.1f}%"
+            + ratios,
+            flush=True,
+        )
+
+
+def targets(rows: list[Row]) -> list[dict]:
+    """The issue's targets, each with its measured value and whether it is met."""
+    table = {(r.workload, r.layout, r.pass_, r.impl): r for r in rows}
+    out = []
+    for (workload, layout, pass_, impl), r in sorted(table.items()):
+        if impl != "jaxconv" or pass_ != "fwd+bwd":
+            continue
+        lax_row = table.get((workload, layout, pass_, "lax"))
+        torch_row = table.get((workload, layout, pass_, "torch"))
+        if lax_row:
+            ratio = r.median_ms / lax_row.median_ms
+            out.append(
+                dict(
+                    target=f"{workload} {layout} fwd+bwd ≤ 1.0× lax", value=ratio, met=ratio <= 1.0
+                )
+            )
+            if workload == "F":
+                speedup = lax_row.median_ms / r.median_ms
+                out.append(
+                    dict(
+                        target=f"F {layout} ≥ 10× faster than lax", value=speedup, met=speedup >= 10
+                    )
+                )
+        if torch_row and workload in "BCDE":
+            ratio = r.median_ms / torch_row.median_ms
+            out.append(
+                dict(
+                    target=f"{workload} {layout} fwd+bwd ≤ 1.1× torch",
+                    value=ratio,
+                    met=ratio <= 1.1,
+                )
+            )
+        if workload in "BCD":
+            out.append(
+                dict(
+                    target=f"{workload} {layout} fwd+bwd ≥ 65% of GEMM ceiling",
+                    value=r.ceiling_pct,
+                    met=r.ceiling_pct >= 65,
+                )
+            )
+    return out
+
+
+def print_targets(results: list[dict]) -> None:
+    print("\nTargets:")
+    for t in results:
+        print(f"  {'MET    ' if t['met'] else 'NOT MET'}  {t['target']}: {t['value']:.2f}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workloads", default="ABCDEF", help="e.g. A,B or ABD")
+    parser.add_argument("--layouts", default="NCHW,NHWC")
+    parser.add_argument("--passes", default=",".join(PASSES))
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement")
+    parser.add_argument("--quick", action="store_true", help="5 repeats")
+    parser.add_argument("--gemm-size", type=int, default=2048)
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if present")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    args.workloads = [w for w in args.workloads.replace(",", "") if w in WORKLOADS]
+    args.layouts = args.layouts.split(",")
+    args.passes = args.passes.split(",")
+    if args.quick:
+        args.repeats = 5
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    result = run(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
