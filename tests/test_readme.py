@@ -1,0 +1,95 @@
+"""Every code block in README.md runs.
+
+Python blocks run as written, each in a fresh interpreter (default float32). Shell blocks: the
+virtual-environment and install steps are what `.ci/run` itself executes on a fresh machine,
+so here they are checked against it; the command each block ends with is run (the demo and
+the audit shortened by extra flags), except the test command, which is this suite.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, re.S)
+PYTHON = [code for lang, code in BLOCKS if lang == "python"]
+SHELL = [code.strip() for lang, code in BLOCKS if lang == "bash"]
+ENV = {**os.environ, "JAX_ENABLE_X64": "0"}
+
+
+def _run(args, **kwargs):
+    return subprocess.run(
+        args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300, **kwargs
+    )
+
+
+def test_readme_has_the_blocks_this_file_runs():
+    assert len(PYTHON) == 2 and len(SHELL) == 3
+
+
+@pytest.mark.parametrize("index", range(len(PYTHON)))
+def test_python_blocks_run(index):
+    result = _run([sys.executable, "-c", PYTHON[index]])
+    assert result.returncode == 0, result.stderr
+    if index == 0:
+        assert result.stdout.strip() == "(16, 3, 3, 3)"
+    else:
+        assert float(result.stdout.strip()) < 1e-4
+
+
+def _final_command(block: str) -> list[str]:
+    return shlex.split(block.split("&&")[-1])
+
+
+def test_install_steps_match_ci_and_pyproject():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = set(extras["optional-dependencies"])
+    ci = (ROOT / ".ci" / "run").read_text()
+    for block in SHELL[:2]:
+        assert block.startswith("python3 -m venv .venv && . .venv/bin/activate && pip install -e")
+        wanted = re.search(r'pip install -e "\.\[([\w,]+)\]"', block).group(1).split(",")
+        assert set(wanted) <= extras
+    demo, tests = SHELL[0], SHELL[1]
+    assert 'pip install -e ".[demo]"' in demo
+    # CI installs the same extras and runs exactly the README's test command.
+    assert 'install --quiet -e ".[test,demo]"' in ci
+    assert ci.strip().splitlines()[-1] == tests.split("&&")[-1].strip()
+
+
+def test_demo_command_runs(tmp_path):
+    command = _final_command(SHELL[0])
+    assert command == ["python", "train_demo.py"]
+    result = _run(
+        [
+            sys.executable,
+            "train_demo.py",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "3",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert result.returncode == 0, result.stderr
+    assert "final test accuracy" in result.stdout
+
+
+def test_audit_command_runs(tmp_path):
+    command = _final_command(SHELL[2])
+    assert command[:3] == ["python", "-m", "jaxconv.check"]
+    command[command.index("--n") + 1] = "2"  # the README's 500 takes minutes
+    command[command.index("--plot") + 1] = str(tmp_path / "audit.png")
+    result = _run([sys.executable, *command[1:]])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "2 passed, 0 failed"
+    assert (tmp_path / "audit.png").exists()
