@@ -6,6 +6,7 @@ from jaxconv._src.conv import conv2d_grad_input as conv2d_grad_input
 from jaxconv._src.conv import conv2d_grad_kernel as conv2d_grad_kernel
 from jaxconv._src.geometry import ConvGeometry as ConvGeometry
 from jaxconv._src.reference import conv2d_reference as conv2d_reference
+from jaxconv._src.transpose import conv_transpose2d as conv_transpose2d
 from jaxconv._src.xla_reference import conv2d_xla as conv2d_xla
 
 __version__ = "0.1.0"
@@ -18,4 +19,5 @@ __all__ = [
     "conv2d_grad_kernel",
     "conv2d_reference",
     "conv2d_xla",
+    "conv_transpose2d",
 ]

@@ -17,6 +17,7 @@ from jax import lax
 
 from jaxconv._src import geometry as geo
 from jaxconv._src import layout as lay
+from jaxconv._src import padding_modes as pm
 from jaxconv._src.geometry import ConvGeometry, IntOrPair, Layout, PaddingLike
 
 
@@ -378,6 +379,7 @@ def conv2d(
     dilation: IntOrPair = 1,
     groups: int = 1,
     layout: Layout = "NCHW",
+    padding_mode: pm.PaddingMode = "zeros",
 ) -> jax.Array:
     """2-D convolution (cross-correlation, eq. 6) with hand-derived gradients.
 
@@ -399,6 +401,13 @@ def conv2d(
       dilation: kernel dilation, int or (dh, dw), each >= 1.
       groups: number of channel groups; divides C and O. groups == C is depthwise.
       layout: "NCHW" or "NHWC".
+      padding_mode: what fills the padding: "zeros", or a copy of the border of `x`:
+        "reflect" (mirrored, edge not repeated), "replicate" (edge repeated) or "circular"
+        (wrapped), as in PyTorch. These pad `x` explicitly with `jnp.pad` (modes reflect,
+        edge, wrap) by the padding resolved from `padding`, then convolve with padding 0;
+        ∂L/∂X of the padding is JAX's autodiff of `jnp.pad`, which adds each copied
+        position's gradient onto its source. They need padding >= 0, and per side
+        < the input size ("reflect") or <= it ("circular").
 
     Returns:
       Z of shape (N, O, Ho, Wo) ("NCHW") or (N, Ho, Wo, O) ("NHWC"), without N for an
@@ -430,6 +439,20 @@ def conv2d(
         groups=groups,
         layout=layout,
     )
+    pm.check_padding_mode("conv2d", padding_mode, geom)
+    if padding_mode != "zeros":
+        x = pm.pad_input(x, geom, padding_mode)
+        geom = resolve_call(
+            "conv2d",
+            x,
+            w,
+            b,
+            stride=stride,
+            padding=0,
+            dilation=dilation,
+            groups=groups,
+            layout=layout,
+        )
     return _conv2d_jit(x, w, b, geom)
 
 

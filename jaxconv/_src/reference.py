@@ -13,6 +13,7 @@ import numpy as np
 
 from jaxconv._src import conv
 from jaxconv._src import layout as lay
+from jaxconv._src import padding_modes as pm
 from jaxconv._src.geometry import IntOrPair, Layout, PaddingLike
 
 
@@ -26,12 +27,15 @@ def conv2d_reference(
     dilation: IntOrPair = 1,
     groups: int = 1,
     layout: Layout = "NCHW",
+    padding_mode: pm.PaddingMode = "zeros",
 ) -> jax.Array:
     """Naive `conv2d`: z[n,r,c,o] = Σ_{a,b,i} x_pad[n, r·sh + a·dh, c·sw + b·dw, i]·w[a,b,i,o].
 
     Arguments, shapes and result are exactly those of `jaxconv.conv2d`. Its gradients come
     from `jax.grad` through the gathers, never from the hand-derived rules. Slow and memory
-    hungry: for tests and teaching.
+    hungry: for tests and teaching. A `padding_mode` other than "zeros" is one more gather:
+    each padded row and column copies the input one `padding_modes.source_indices` names
+    (no `jnp.pad`).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -59,8 +63,15 @@ def conv2d_reference(
     x_nhwc = lay.to_nhwc(x, geom.layout, rank).astype(acc)
     w_hwio = lay.kernel_to_hwio(w, geom.layout, rank).astype(acc)
 
-    # Padding: zeros where positive, a plain crop where negative.
+    pm.check_padding_mode("conv2d_reference", padding_mode, geom)
     (lo_h, hi_h), (lo_w, hi_w) = geom.padding
+    if padding_mode != "zeros":
+        src_h = pm.source_indices(geom.in_hw[0], lo_h, hi_h, padding_mode)
+        src_w = pm.source_indices(geom.in_hw[1], lo_w, hi_w, padding_mode)
+        x_nhwc = x_nhwc[:, src_h[:, None], src_w[None, :], :]
+        (lo_h, hi_h), (lo_w, hi_w) = (0, 0), (0, 0)
+
+    # Padding: zeros where positive, a plain crop where negative.
     x_pad = jnp.pad(
         x_nhwc, ((0, 0), (max(lo_h, 0), max(hi_h, 0)), (max(lo_w, 0), max(hi_w, 0)), (0, 0))
     )
