@@ -1,8 +1,10 @@
-"""The gradient audit CLI: passes on jaxconv, and catches a deliberately wrong rule."""
+"""The gradient audit: passes on jaxconv, and catches deliberately wrong backward rules."""
 
 from __future__ import annotations
 
 import functools
+import re
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,41 +13,9 @@ import pytest
 
 import jaxconv
 from jaxconv import check
+from jaxconv._src.geometry import conv_geometry
 
-
-def _broken_conv(which: str):
-    """conv2d whose custom_vjp has one deliberately wrong rule."""
-
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-    def conv(x, w, b, cfg):
-        return jaxconv.conv2d(x, w, b, **dict(cfg))
-
-    def fwd(x, w, b, cfg):
-        return conv(x, w, b, cfg), (x, w)
-
-    def bwd(cfg, res, g):
-        x, w = res
-        cfg = dict(cfg)
-        layout = cfg["layout"]
-        dx = jaxconv.conv2d_grad_input(g, w, x.shape, **cfg)
-        if which == "dW-ignores-stride":
-            cfg_w = dict(cfg, stride=1)
-            try:
-                dw = jaxconv.conv2d_grad_kernel(x, g, w.shape, **cfg_w)
-            except ValueError:  # shapes disagree without the stride: any wrong value will do
-                dw = jaxconv.conv2d_grad_kernel(x, g, w.shape, **cfg) * 1.5
-        else:
-            dw = jaxconv.conv2d_grad_kernel(x, g, w.shape, **cfg)
-        if which == "dX-unrotated-kernel":
-            w_flipped = jnp.flip(w, (2, 3) if layout == "NCHW" else (0, 1))
-            dx = jaxconv.conv2d_grad_input(g, w_flipped, x.shape, **cfg)
-        db = jaxconv.conv2d_grad_bias(g, layout=layout)
-        return dx, dw, db
-
-    conv.defvjp(fwd, bwd)
-    return lambda x, w, b, **cfg: conv(x, w, b, tuple(sorted(cfg.items())))
-
-
+# Ho = 5 > kh = 3 and Wo = 8 > kw = 2, stride 2 on H: the wrong rules below all matter here.
 CONFIG = check.AuditConfig(
     x_shape=(2, 3, 9, 8),
     w_shape=(4, 3, 3, 2),
@@ -55,67 +25,177 @@ CONFIG = check.AuditConfig(
     groups=1,
     layout="NCHW",
 )
+SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed$")
+
+
+def _conv_with_rules(*, grad_input=None, grad_kernel=None):
+    """conv2d (NCHW, groups 1) whose custom_vjp uses the given rules instead of jaxconv's."""
+    grad_input = grad_input or jaxconv.conv2d_grad_input
+    grad_kernel = grad_kernel or jaxconv.conv2d_grad_kernel
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+    def conv(x, w, b, cfg):
+        return jaxconv.conv2d(x, w, b, **dict(cfg))
+
+    def fwd(x, w, b, cfg):
+        return conv(x, w, b, cfg), (x, w)
+
+    def bwd(cfg, residuals, g):
+        x, w = residuals
+        cfg = dict(cfg)
+        dx = grad_input(g, w, x.shape, **cfg)
+        dw = grad_kernel(x, g, w.shape, **cfg)
+        return dx, dw, jaxconv.conv2d_grad_bias(g, layout=cfg["layout"])
+
+    conv.defvjp(fwd, bwd)
+    return lambda x, w, b, **cfg: conv(x, w, b, tuple(sorted(cfg.items())))
+
+
+def _dx_unrotated_kernel(g, w, x_shape, **cfg):
+    """Full correlation of ∂L/∂Z with W itself instead of rot180(W)."""
+    return jaxconv.conv2d_grad_input(g, jnp.flip(w, (2, 3)), x_shape, **cfg)
+
+
+def _dw_ignoring_stride(x, g, w_shape, **cfg):
+    """dW[o, i, a, b] = Σ g[n, o, r, c]·x_pad[n, i, r + a·dh, c + b·dw]: the stride forgotten."""
+    geom = conv_geometry("test", x.shape, w_shape, **cfg)
+    (lo_h, hi_h), (lo_w, hi_w) = geom.padding
+    x_pad = jnp.pad(x, ((0, 0), (0, 0), (lo_h, hi_h), (lo_w, hi_w)))
+    (kh, kw), (dh, dw), (ho, wo) = geom.kernel_hw, geom.dilation, geom.out_hw
+    rows = [
+        [
+            jnp.einsum("nord,nird->oi", g, x_pad[:, :, a * dh : a * dh + ho, b * dw : b * dw + wo])
+            for b in range(kw)
+        ]
+        for a in range(kh)
+    ]
+    return jnp.stack([jnp.stack(row, -1) for row in rows], -2)
+
+
+def _dw_seed_slip(x, g, w_shape, **cfg):
+    """Eqs. 7–8 as printed in the seed: sums over r < k1, c < k2 instead of the outputs."""
+    kh, kw = w_shape[2:]
+    ho, wo = g.shape[2:]
+    mask = (jnp.arange(ho)[:, None] < kh) & (jnp.arange(wo)[None, :] < kw)
+    return jaxconv.conv2d_grad_kernel(x, g * mask, w_shape, **cfg)
+
+
+BROKEN = {
+    "dX-unrotated-kernel": ("dX", dict(grad_input=_dx_unrotated_kernel)),
+    "dW-ignores-stride": ("dW", dict(grad_kernel=_dw_ignoring_stride)),
+    "dW-seed-slip": ("dW", dict(grad_kernel=_dw_seed_slip)),
+}
 
 
 def test_jaxconv_passes_with_tiny_errors():
+    before = jax.config.jax_enable_x64
     result = check.compare(CONFIG, dtype="float64")
+    assert jax.config.jax_enable_x64 == before
     assert result.passed
-    assert {e.reference for e in result.errors} == {"reference", "lax", "fd"}
+    assert result.references == ("naive", "lax", "fd")
+    assert len(result.errors) == 9
     assert max(e.max_rel for e in result.errors if e.reference != "fd") < 1e-12
+    assert result.error("fd", "dX").max_rel < 1e-8
+    # The relative error is max|manual − ref| / max|ref|.
+    manual, auto = result.manual["dW"], result.automatic["lax"]["dW"]
+    expected = np.max(np.abs(manual - auto)) / np.max(np.abs(auto))
+    assert result.error("lax", "dW").max_rel == pytest.approx(expected, rel=1e-12, abs=1e-300)
 
 
-@pytest.mark.parametrize("which", ["dW-ignores-stride", "dX-unrotated-kernel"])
-def test_a_wrong_rule_is_caught(which):
-    result = check.compare(CONFIG, conv=_broken_conv(which))
+def test_the_correct_rules_through_the_injection_pass():
+    assert check.compare(CONFIG, conv=_conv_with_rules()).passed
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_a_wrong_rule_is_caught(name):
+    grad, rules = BROKEN[name]
+    result = check.compare(CONFIG, conv=_conv_with_rules(**rules))
     assert not result.passed
     failing = {(e.reference, e.grad) for e in result.errors if not e.passed}
-    grad = "dW" if which.startswith("dW") else "dX"
-    assert {("reference", grad), ("lax", grad), ("fd", grad)} <= failing
-    assert all(e.passed for e in result.errors if e.grad == "db")
+    assert failing == {("naive", grad), ("lax", grad), ("fd", grad)}
+    assert all(e.max_rel > 1e-2 for e in result.errors if not e.passed)
 
 
-def test_cli_exit_codes_and_summary(capsys, monkeypatch):
+def test_cli_passes_and_prints_the_summary_last(capsys):
     assert check.main(["--n", "4", "--seed", "3"]) == 0
-    out = capsys.readouterr().out
-    assert "4 passed, 0 failed" in out.splitlines()
-    broken = _broken_conv("dX-unrotated-kernel")
-    original_run = check.run
-    monkeypatch.setattr(check, "run", lambda n, **kw: original_run(n, **{**kw, "conv": broken}))
-    assert check.main(["--n", "3", "--seed", "1"]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert (
-        "FAIL" in "\n".join(lines)
-        and lines[-1].endswith("failed")
-        and lines[-1] != "3 passed, 0 failed"
-    )
+    assert lines[-1] == "4 passed, 0 failed"
+    rows = [line for line in lines if re.match(r"^\s+\d+ (PASS|FAIL) ", line)]
+    assert len(rows) == 4 and all(" PASS " in row for row in rows)
+    assert any(line.startswith("worst dW vs fd") for line in lines)
 
 
-def test_float32_mode_and_plot(tmp_path):
-    results = check.run(3, seed=5, dtype="float32")
-    assert all(r.passed for r in results)
-    assert all(r.manual["dW"].dtype == np.float32 for r in results)
+def test_cli_fails_on_a_wrong_rule(capsys):
+    conv = _conv_with_rules(grad_kernel=_dw_seed_slip)
+    assert check.main(["--n", "3", "--seed", "1"], conv=conv) == 1
+    lines = capsys.readouterr().out.splitlines()
+    passed, failed = map(int, SUMMARY.match(lines[-1]).groups())
+    assert passed + failed == 3 and failed >= 1
+    assert sum(" FAIL " in line for line in lines) == failed
+    assert any(line.startswith("worst dW vs naive") and "FAILED" in line for line in lines)
+
+
+def test_float32_mode_and_plot(tmp_path, capsys):
     path = tmp_path / "audit.png"
-    check.plot(results, str(path))
+    assert check.main(["--n", "3", "--seed", "5", "--dtype", "float32", "--plot", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "3 passed, 0 failed"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = check.compare(CONFIG, dtype="float32")
+    assert result.passed
+    assert result.manual["dW"].dtype == np.float32
+    assert result.automatic["lax"]["dX"].dtype == np.float32
+    assert 0 < result.error("lax", "dW").max_rel < 1e-5  # float32 rounding, not float64's
 
 
 def test_random_configs_are_valid_and_varied():
     rng = np.random.default_rng(0)
-    configs = [check.random_config(rng) for _ in range(200)]
-    kinds = {
-        type(c.padding).__name__ if not isinstance(c.padding, str) else c.padding for c in configs
-    }
-    assert kinds == {"VALID", "SAME", "SAME_LOWER", "int", "tuple"}
+    configs = [check.random_config(rng) for _ in range(300)]
+    forms = {c.padding if isinstance(c.padding, str) else type(c.padding).__name__ for c in configs}
+    assert forms == {"VALID", "SAME", "SAME_LOWER", "int", "tuple"}
+    explicit = [c.padding for c in configs if isinstance(c.padding, tuple)]
+    assert any(isinstance(p[0], tuple) and p[0][0] != p[0][1] for p in explicit)  # asymmetric
+    assert any(min(np.ravel(p)) < 0 for p in explicit)  # cropping
     assert {c.layout for c in configs} == {"NCHW", "NHWC"}
-    assert {c.groups for c in configs} >= {1, 2, 3}
-    for c in configs:  # every configuration resolves to a non-empty output
+    assert {c.groups for c in configs} >= {1, 2, 3, 4}
+    assert {s for c in configs for s in c.stride} == {1, 2, 3}
+    assert {d for c in configs for d in c.dilation} == {1, 2, 3}
+    assert {c.x_shape[0] for c in configs} == {1, 2, 3}
+    assert any(c.x_shape[2] != c.x_shape[3] for c in configs if c.layout == "NCHW")
+    for c in configs:  # jaxconv and XLA agree that each output is non-empty
         x = jax.ShapeDtypeStruct(c.x_shape, jnp.float32)
         w = jax.ShapeDtypeStruct(c.w_shape, jnp.float32)
-        assert jax.eval_shape(functools.partial(jaxconv.conv2d, **c.kwargs), x, w).size > 0
+        shape = jax.eval_shape(functools.partial(jaxconv.conv2d, **c.kwargs), x, w).shape
+        assert shape == c.output_shape and min(shape) > 0
+        assert (
+            jax.eval_shape(functools.partial(jaxconv.conv2d_xla, **c.kwargs), x, w).shape == shape
+        )
 
 
-def test_torch_comparison():
+def test_torch_comparison(capsys):
     pytest.importorskip("torch")
-    result = check.compare(CONFIG, use_torch=True)
-    torch_errors = [e for e in result.errors if e.reference == "torch"]
-    assert len(torch_errors) == 3 and all(e.max_rel < 1e-12 for e in torch_errors)
+    for dtype, bound in (("float64", 1e-12), ("float32", 1e-5)):
+        result = check.compare(CONFIG, dtype=dtype, use_torch=True)
+        torch_errors = [e for e in result.errors if e.reference == "torch"]
+        assert len(torch_errors) == 3 and all(e.max_rel < bound for e in torch_errors)
+    # Negative and asymmetric padding go through F.pad.
+    cropped = check.AuditConfig(
+        (1, 7, 6, 2), (2, 3, 2, 4), padding=((-1, 2), (0, -2)), layout="NHWC"
+    )
+    assert check.compare(cropped, use_torch=True).error("torch", "dX").max_rel < 1e-12
+    assert check.main(["--n", "1", "--torch"]) == 0
+    assert "torch (max abs/max rel)" in capsys.readouterr().out
+
+
+def test_torch_missing_is_skipped_with_a_message(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    assert check.main(["--n", "1", "--torch"]) == 0
+    out = capsys.readouterr().out
+    assert "PyTorch is not importable; skipping" in out
+    assert "torch (max abs" not in out
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="`dtype` must be one of"):
+        check.compare(CONFIG, dtype="float16")
+    with pytest.raises(SystemExit):
+        check.main(["--n", "0"])

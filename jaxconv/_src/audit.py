@@ -1,0 +1,550 @@
+"""The gradient audit behind `python -m jaxconv.check`: hand-derived against automatic.
+
+For one convolution configuration, `compare` takes ∂L/∂X, ∂L/∂W and ∂L/∂b from `jax.vjp` of
+the function under audit (`jaxconv.conv2d`, whose custom_vjp runs the hand-derived rules) and
+compares them with independent references:
+
+- "naive": `jax.vjp` of `jaxconv.conv2d_reference` (eq. 6 as index gathers, plain autodiff);
+- "lax": `jax.vjp` of `lax.conv_general_dilated` plus bias (`jaxconv.conv2d_xla`);
+- "fd": central finite differences in float64 of the audited function's own forward pass,
+  along random directions v: <∂L/∂Z, (f(p + εv) − f(p − εv)) / 2ε> against <grad, v>;
+- "torch": PyTorch autograd of `torch.nn.functional.conv2d`, optional.
+
+The error of a gradient against a reference is max|manual − ref| / max(max|ref|, tiny).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxconv._src.geometry import conv_geometry
+
+GRADS = ("dX", "dW", "db")
+REFERENCES = ("naive", "lax", "fd", "torch")
+DTYPES = ("float64", "float32")
+FD_EPS = 1e-6
+
+
+class Tolerance(NamedTuple):
+    """Largest relative error that passes, per kind of reference."""
+
+    exact: float  # naive, lax, torch: the same arithmetic up to summation order
+    fd: float  # finite differences: rounding of f(p ± εv) divided by 2ε
+
+
+TOLERANCES = {"float64": Tolerance(exact=1e-10, fd=1e-6), "float32": Tolerance(1e-4, 1e-4)}
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditConfig:
+    """One convolution to audit: operand shapes in `layout` and the `conv2d` arguments.
+
+    Attributes:
+      x_shape: (N, C, H, W) for "NCHW", (N, H, W, C) for "NHWC".
+      w_shape: (O, C//groups, kh, kw) for "NCHW", (kh, kw, C//groups, O) for "NHWC".
+      stride, padding, dilation, groups, layout: as in `jaxconv.conv2d`.
+    """
+
+    x_shape: tuple[int, ...]
+    w_shape: tuple[int, ...]
+    stride: tuple[int, int] = (1, 1)
+    padding: Any = "VALID"
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    layout: str = "NCHW"
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `jaxconv.conv2d` for this configuration."""
+        return dict(
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            layout=self.layout,
+        )
+
+    @property
+    def out_channels(self) -> int:
+        """O."""
+        return self.w_shape[0] if self.layout == "NCHW" else self.w_shape[-1]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Shape of Z (and of ∂L/∂Z); raises ValueError if the configuration is invalid."""
+        geom = conv_geometry("AuditConfig", self.x_shape, self.w_shape, **self.kwargs)
+        return geom.output_shape(self.x_shape[:1])
+
+    def describe(self) -> str:
+        """A one-line summary, e.g. `NCHW x(2,3,9,8) w(4,3,3,2) s(2,1) pSAME d(1,2) g1`."""
+
+        def ints(t):
+            return "(" + ",".join(str(v) for v in t) + ")"
+
+        pad = self.padding
+        if not isinstance(pad, (str, int)):
+            pad = str(pad).replace(" ", "")
+        return (
+            f"{self.layout} x{ints(self.x_shape)} w{ints(self.w_shape)} s{ints(self.stride)} "
+            f"p{pad} d{ints(self.dilation)} g{self.groups}"
+        )
+
+
+class GradError(NamedTuple):
+    """The error of one hand-derived gradient against one reference.
+
+    Attributes:
+      reference: "naive", "lax", "fd" or "torch".
+      grad: "dX", "dW" or "db".
+      max_abs: max|manual − reference| (for "fd": over the directional derivatives).
+      max_rel: max_abs / max(max|reference|, tiny).
+      tolerance: the largest `max_rel` that passes.
+      passed: max_rel <= tolerance.
+    """
+
+    reference: str
+    grad: str
+    max_abs: float
+    max_rel: float
+    tolerance: float
+    passed: bool
+
+
+class ComparisonResult(NamedTuple):
+    """Everything `compare` measured for one configuration.
+
+    Attributes:
+      config: the configuration.
+      dtype: "float64" or "float32", the dtype of operands and gradients.
+      seed: the seed of the operands, cotangent and directions (`compare(config, seed=...)`
+        reproduces the result).
+      errors: one `GradError` per (reference, gradient).
+      manual: the hand-derived gradients, {"dX", "dW", "db"} -> array in the caller's layout.
+      automatic: the gradients of each array reference ("naive", "lax", "torch").
+    """
+
+    config: AuditConfig
+    dtype: str
+    seed: int
+    errors: tuple[GradError, ...]
+    manual: dict[str, np.ndarray]
+    automatic: dict[str, dict[str, np.ndarray]]
+
+    @property
+    def passed(self) -> bool:
+        """True when every gradient is within tolerance of every reference."""
+        return all(e.passed for e in self.errors)
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """The references compared, in `REFERENCES` order."""
+        present = {e.reference for e in self.errors}
+        return tuple(r for r in REFERENCES if r in present)
+
+    def error(self, reference: str, grad: str) -> GradError:
+        """The `GradError` of `grad` against `reference`; KeyError if it was not compared."""
+        for e in self.errors:
+            if (e.reference, e.grad) == (reference, grad):
+                return e
+        raise KeyError((reference, grad))
+
+
+def random_config(rng: np.random.Generator) -> AuditConfig:
+    """Draws a random valid configuration whose output is never empty.
+
+    Stride and dilation 1–3 per axis, kernel 1–4 per axis, every padding form ("VALID",
+    "SAME", "SAME_LOWER", an int, a pair, ((lo, hi), (lo, hi)) with negative = crop), groups
+    1, 2 or depthwise (groups = C, with a channel multiplier of 1 or 2), both layouts, batch
+    1–3. H and W are drawn independently from the smallest size that keeps at least one
+    output row (and one input row after any crop) up to 7 more.
+
+    Args:
+      rng: the generator to draw from.
+
+    Returns:
+      The configuration.
+    """
+    layout = str(rng.choice(["NCHW", "NHWC"]))
+    kind = str(rng.choice(["one", "two", "depthwise"]))
+    groups = {"one": 1, "two": 2, "depthwise": int(rng.integers(2, 5))}[kind]
+    c = groups if kind == "depthwise" else groups * int(rng.integers(1, 4))
+    o = groups * int(rng.integers(1, 3))
+    k = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+    stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    dilation = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    form = str(rng.choice(["VALID", "SAME", "SAME_LOWER", "int", "pair", "explicit"]))
+    padding: Any
+    if form == "int":
+        padding = int(rng.integers(-1, 4))
+        pads = [(padding, padding)] * 2
+    elif form == "pair":
+        padding = (int(rng.integers(-1, 4)), int(rng.integers(-1, 4)))
+        pads = [(p, p) for p in padding]
+    elif form == "explicit":
+        padding = tuple((int(rng.integers(-2, 4)), int(rng.integers(-2, 4))) for _ in range(2))
+        pads = list(padding)
+    else:
+        padding, pads = form, [(0, 0)] * 2
+    hw = []
+    for kk, d, (lo, hi) in zip(k, dilation, pads):
+        # SAME pads up to the kernel, so any size works; otherwise the padded (or cropped)
+        # input must hold the dilated kernel, and a crop must leave at least one row.
+        smallest = 1
+        if form not in ("SAME", "SAME_LOWER"):
+            smallest = max(1, d * (kk - 1) + 1 - lo - hi, 1 + max(-lo, 0) + max(-hi, 0))
+        hw.append(int(rng.integers(smallest, smallest + 8)))
+    n = int(rng.integers(1, 4))
+    if layout == "NCHW":
+        x_shape, w_shape = (n, c, *hw), (o, c // groups, *k)
+    else:
+        x_shape, w_shape = (n, *hw, c), (*k, c // groups, o)
+    return AuditConfig(x_shape, w_shape, stride, padding, dilation, groups, layout)
+
+
+def _error(reference: str, grad: str, manual, expected, tolerance: float) -> GradError:
+    manual = np.asarray(manual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    max_abs = float(np.max(np.abs(manual - expected), initial=0.0))
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), np.finfo(np.float64).tiny)
+    max_rel = max_abs / scale
+    return GradError(reference, grad, max_abs, max_rel, tolerance, bool(max_rel <= tolerance))
+
+
+def _vjp(fn: Callable, x, w, b, cot, kwargs) -> tuple[jax.Array, jax.Array, jax.Array]:
+    _, pullback = jax.vjp(lambda x, w, b: fn(x, w, b, **kwargs), x, w, b)
+    return pullback(cot)
+
+
+def _torch_grads(config: AuditConfig, x, w, b, cot, dtype: str) -> dict[str, np.ndarray]:
+    """PyTorch autograd of the same convolution, in `dtype`; padding applied with F.pad."""
+    import torch
+    import torch.nn.functional as F
+
+    geom = conv_geometry("check", config.x_shape, config.w_shape, **config.kwargs)
+    nchw = config.layout == "NCHW"
+
+    def tensor(a, to_nchw):
+        a = np.asarray(a, dtype)
+        return torch.from_numpy(np.ascontiguousarray(a if nchw else a.transpose(*to_nchw)))
+
+    tx = tensor(x, (0, 3, 1, 2)).requires_grad_(True)
+    tw = tensor(w, (3, 2, 0, 1)).requires_grad_(True)
+    tb = torch.from_numpy(np.asarray(b, dtype)).requires_grad_(True)
+    (lo_h, hi_h), (lo_w, hi_w) = geom.padding  # SAME / SAME_LOWER resolved, asymmetric
+    z = F.conv2d(
+        F.pad(tx, (lo_w, hi_w, lo_h, hi_h)),  # negative entries crop, as in jaxconv
+        tw,
+        tb,
+        stride=geom.stride,
+        dilation=geom.dilation,
+        groups=geom.groups,
+    )
+    dx, dw, db = torch.autograd.grad(z, (tx, tw, tb), tensor(cot, (0, 3, 1, 2)))
+    dx, dw = dx.numpy(), dw.numpy()
+    if not nchw:
+        dx, dw = dx.transpose(0, 2, 3, 1), dw.transpose(2, 3, 1, 0)
+    return {"dX": dx, "dW": dw, "db": db.numpy()}
+
+
+def compare(
+    config: AuditConfig,
+    *,
+    dtype: str = "float64",
+    seed: int = 0,
+    conv: Callable | None = None,
+    use_torch: bool = False,
+    fd_directions: int = 3,
+    fd_eps: float = FD_EPS,
+) -> ComparisonResult:
+    """Compares the hand-derived gradients of `conv` with every reference for one config.
+
+    The operands x, w, b and the cotangent ∂L/∂Z are standard normal, rounded to `dtype`.
+    The gradients of `conv` and of the naive and lax references are computed in `dtype`
+    under one `jax.jit`, with 64-bit JAX types switched on only for "float64"; the finite
+    differences always run in float64 (`jax.enable_x64` is scoped to this call), from the
+    same rounded operands. L = <∂L/∂Z, Z> is linear in each of x, w and b, so central
+    differences have no truncation error: what remains is the rounding of L divided by 2ε.
+
+    Tolerances (max relative error, `TOLERANCES`): float64 1e-10 for naive / lax / torch and
+    1e-6 for finite differences; float32 1e-4 for all.
+
+    Args:
+      config: the convolution.
+      dtype: "float64" or "float32".
+      seed: seed of the operands, cotangent and directions.
+      conv: the function under audit, with `jaxconv.conv2d`'s signature; `jaxconv.conv2d` by
+        default. Tests inject a custom_vjp with a deliberately wrong rule.
+      use_torch: also compare with PyTorch autograd (torch must be importable).
+      fd_directions: random directions per operand for the finite differences.
+      fd_eps: the step ε of the finite differences.
+
+    Returns:
+      A `ComparisonResult` with one `GradError` per (reference, gradient).
+
+    Raises:
+      ValueError: unknown `dtype`, or an invalid configuration.
+
+    Examples:
+      >>> from jaxconv import check
+      >>> config = check.AuditConfig((1, 2, 6, 5), (3, 2, 3, 2), stride=(2, 1), padding="SAME")
+      >>> result = check.compare(config)
+      >>> result.passed, result.error("lax", "dW").max_rel < 1e-12
+      (True, True)
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"compare: `dtype` must be one of {DTYPES}, got {dtype!r}.")
+    import jaxconv
+
+    conv = conv or jaxconv.conv2d
+    kwargs = config.kwargs
+    rng = np.random.default_rng(seed)
+    shapes = (config.x_shape, config.w_shape, (config.out_channels,), config.output_shape)
+    # Rounded to `dtype` first, so every reference sees exactly the operands `conv` sees.
+    x, w, b, cot = (rng.standard_normal(s).astype(dtype).astype(np.float64) for s in shapes)
+
+    def all_vjps(x, w, b, cot):
+        refs = (conv, jaxconv.conv2d_reference, jaxconv.conv2d_xla)
+        return [_vjp(f, x, w, b, cot, kwargs) for f in refs]
+
+    with jax.enable_x64(dtype == "float64"):
+        computed = jax.jit(all_vjps)(*(jnp.asarray(a, dtype) for a in (x, w, b, cot)))
+        manual, naive, by_lax = (dict(zip(GRADS, map(np.asarray, g))) for g in computed)
+    automatic = {"naive": naive, "lax": by_lax}
+    if use_torch:
+        automatic["torch"] = _torch_grads(config, x, w, b, cot, dtype)
+
+    tolerance = TOLERANCES[dtype]
+    errors = [
+        _error(name, grad, manual[grad], grads[grad], tolerance.exact)
+        for name, grads in automatic.items()
+        for grad in GRADS
+    ]
+
+    directions = [rng.standard_normal((fd_directions, *s)) for s in shapes[:3]]
+    numeric = _directional_derivatives(conv, kwargs, (x, w, b, cot), directions, fd_eps)
+    for grad, v, fd in zip(GRADS, directions, numeric):
+        # <grad, v> for each direction, in float64.
+        analytic = np.tensordot(v, np.asarray(manual[grad], np.float64), axes=manual[grad].ndim)
+        errors.append(_error("fd", grad, analytic, fd, tolerance.fd))
+    errors.sort(key=lambda e: (REFERENCES.index(e.reference), GRADS.index(e.grad)))
+    return ComparisonResult(config, dtype, seed, tuple(errors), manual, automatic)
+
+
+def _directional_derivatives(conv, kwargs, operands, directions, eps) -> list[np.ndarray]:
+    """(L(p + εv) − L(p − εv)) / 2ε for L = <cot, conv(x, w, b)>, p each of x, w, b, in f64."""
+
+    def loss(x, w, b, cot):
+        return jnp.vdot(cot, conv(x, w, b, **kwargs))
+
+    @jax.jit
+    def along(x, w, b, cot, vx, vw, vb):
+        point = (x, w, b)
+        out = []
+        for index, vs in enumerate((vx, vw, vb)):
+
+            def central(v, index=index):
+                plus = [p + eps * v if i == index else p for i, p in enumerate(point)]
+                minus = [p - eps * v if i == index else p for i, p in enumerate(point)]
+                return (loss(*plus, cot) - loss(*minus, cot)) / (2 * eps)
+
+            out.append(lax.map(central, vs))  # one compiled body for all directions
+        return out
+
+    with jax.enable_x64(True):
+        args = [jnp.asarray(a, jnp.float64) for a in (*operands, *directions)]
+        return [np.asarray(d) for d in along(*args)]
+
+
+def run(
+    n: int,
+    *,
+    seed: int = 0,
+    dtype: str = "float64",
+    use_torch: bool = False,
+    conv: Callable | None = None,
+    on_result: Callable[[int, ComparisonResult], None] | None = None,
+    clear_caches_every: int | None = 50,
+) -> list[ComparisonResult]:
+    """Audits `n` random configurations drawn from `seed` (see `random_config`).
+
+    Args:
+      n: number of configurations.
+      seed: seed of the configurations and of each configuration's operand seed.
+      dtype: "float64" or "float32".
+      use_torch: also compare with PyTorch autograd.
+      conv: the function under audit (default `jaxconv.conv2d`).
+      on_result: called with (index, result) as each configuration finishes.
+      clear_caches_every: call `jax.clear_caches()` after every this many configurations
+        (None: never). Each configuration compiles functions for its own shapes that are
+        never reused; keeping them all grows memory by a few MB per configuration.
+
+    Returns:
+      One `ComparisonResult` per configuration, in drawing order.
+    """
+    rng = np.random.default_rng(seed)
+    results = []
+    for i in range(n):
+        config = random_config(rng)
+        operand_seed = int(rng.integers(2**31))
+        result = compare(config, dtype=dtype, seed=operand_seed, conv=conv, use_torch=use_torch)
+        results.append(result)
+        if on_result is not None:
+            on_result(i, result)
+        if clear_caches_every and (i + 1) % clear_caches_every == 0:
+            jax.clear_caches()
+    return results
+
+
+def worst_errors(results: Sequence[ComparisonResult]) -> dict[tuple[str, str], GradError]:
+    """The largest errors of each (reference, gradient) over `results`.
+
+    Returns:
+      (reference, grad) -> `GradError` whose `max_abs` and `max_rel` are the maxima over all
+      configurations (possibly from different ones) and `passed` is True when every
+      configuration passed.
+    """
+    worst: dict[tuple[str, str], GradError] = {}
+    for result in results:
+        for e in result.errors:
+            key = (e.reference, e.grad)
+            old = worst.get(key, e)
+            worst[key] = e._replace(
+                max_abs=max(old.max_abs, e.max_abs),
+                max_rel=max(old.max_rel, e.max_rel),
+                passed=old.passed and e.passed,
+            )
+    return worst
+
+
+def _tile(kernel: np.ndarray, layout: str) -> np.ndarray:
+    """A kernel as one 2-D image: rows (out-channel, kh), columns (in-channel, kw)."""
+    if layout == "NHWC":
+        kernel = kernel.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+    o, i, kh, kw = kernel.shape
+    return kernel.transpose(0, 2, 1, 3).reshape(o * kh, i * kw)
+
+
+def plot(results: Sequence[ComparisonResult], path: str, *, index: int | None = None) -> None:
+    """Writes a PNG: one config's manual and automatic dW, their difference, and a histogram.
+
+    Top row: the hand-derived ∂L/∂W, `jax.vjp` through `lax.conv_general_dilated`, and their
+    difference, each kernel tiled as (out-channel × kh) by (in-channel × kw). Bottom: the
+    relative errors of every (config, reference, gradient) on a log10 axis, one histogram per
+    reference, with the tolerances dashed; exact zeros are counted in the legend.
+
+    Args:
+      results: the audit's results (at least one).
+      path: the PNG to write.
+      index: which result's dW to show; default the one with the largest kernel.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not results:
+        raise ValueError("plot: `results` is empty.")
+    if index is None:
+        index = max(range(len(results)), key=lambda i: results[i].manual["dW"].size)
+    shown = results[index]
+    layout = shown.config.layout
+    manual = _tile(shown.manual["dW"].astype(np.float64), layout)
+    auto = _tile(shown.automatic["lax"]["dW"].astype(np.float64), layout)
+    kh, kw = shown.config.w_shape[2:] if layout == "NCHW" else shown.config.w_shape[:2]
+
+    fig = plt.figure(figsize=(13, 9), layout="constrained")
+    grid = fig.add_gridspec(2, 3, height_ratios=[1, 1])
+    limit = float(np.abs(auto).max()) or 1.0
+    diff = manual - auto
+    biggest = float(np.abs(diff).max())
+    panels = (
+        (manual, "hand-derived ∂L/∂W\n(jax.vjp of conv2d: custom_vjp rules)", limit),
+        (auto, "automatic ∂L/∂W\n(jax.vjp of lax.conv_general_dilated)", limit),
+        (diff, f"difference (hand − automatic)\nmax |·| = {biggest:.1e}", biggest or 1.0),
+    )
+    for column, (image, title, lim) in enumerate(panels):
+        ax = fig.add_subplot(grid[0, column])
+        im = ax.imshow(image, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        for r in range(kh, image.shape[0], kh):  # channel boundaries
+            ax.axhline(r - 0.5, color="k", lw=1)
+        for c in range(kw, image.shape[1], kw):
+            ax.axvline(c - 0.5, color="k", lw=1)
+        ax.set_xticks(np.arange(image.shape[1] // kw) * kw + (kw - 1) / 2)
+        ax.set_xticklabels(range(image.shape[1] // kw))
+        ax.set_yticks(np.arange(image.shape[0] // kh) * kh + (kh - 1) / 2)
+        ax.set_yticklabels(range(image.shape[0] // kh))
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel(f"in-channel (blocks of kw = {kw})")
+        ax.set_ylabel(f"out-channel (blocks of kh = {kh})")
+        fig.colorbar(im, ax=ax, shrink=0.9, format="%.0e" if column == 2 else None)
+
+    ax = fig.add_subplot(grid[1, :])
+    floor = 1e-20
+    rel_all = [e.max_rel for r in results for e in r.errors]
+    low = np.log10(max(min([v for v in rel_all if v > 0], default=1e-17), floor)) - 0.5
+    high = np.log10(max(max(rel_all), 1e-3)) + 0.5
+    bins = np.logspace(low, high, 50)
+    colors = {"naive": "tab:blue", "lax": "tab:orange", "fd": "tab:green", "torch": "tab:red"}
+    for ref in REFERENCES:
+        rel = np.array([e.max_rel for r in results for e in r.errors if e.reference == ref])
+        if rel.size == 0:
+            continue
+        zeros = int(np.sum(rel == 0))
+        ax.hist(
+            np.clip(rel[rel > 0], bins[0], bins[-1]),
+            bins=bins,
+            histtype="step",
+            lw=2,
+            color=colors[ref],
+            label=f"{ref} ({rel.size} values, {zeros} exactly 0)",
+        )
+    tolerance = TOLERANCES[shown.dtype]
+    if tolerance.fd == tolerance.exact:
+        ax.axvline(
+            tolerance.exact, color="k", ls="--", lw=1, label=f"tolerance {tolerance.exact:g}"
+        )
+    else:
+        exact_label = f"tolerance {tolerance.exact:g} (naive, lax, torch)"
+        ax.axvline(tolerance.exact, color="k", ls="--", lw=1, label=exact_label)
+        fd_label = f"tolerance {tolerance.fd:g} (fd)"
+        ax.axvline(tolerance.fd, color="tab:green", ls="--", lw=1, label=fd_label)
+    ax.set_xscale("log")
+    ax.set_xlabel("relative error  max|manual − ref| / max|ref|  (log scale)")
+    ax.set_ylabel("count (config × gradient)")
+    failed = sum(not r.passed for r in results)
+    ax.set_title(
+        f"relative errors of dX, dW, db over {len(results)} configs "
+        f"({shown.dtype}): {len(results) - failed} passed, {failed} failed",
+        fontsize=11,
+    )
+    ax.legend(fontsize=9, loc="upper right")
+    fig.suptitle(
+        f"jaxconv gradient audit ({shown.dtype}), config #{index}: {shown.config.describe()}"
+    )
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+__all__ = [
+    "DTYPES",
+    "FD_EPS",
+    "GRADS",
+    "REFERENCES",
+    "TOLERANCES",
+    "AuditConfig",
+    "ComparisonResult",
+    "GradError",
+    "Tolerance",
+    "compare",
+    "plot",
+    "random_config",
+    "run",
+    "worst_errors",
+]
