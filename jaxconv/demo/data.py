@@ -1,35 +1,46 @@
 """Data for the training demo: sklearn's digits, and MNIST / Fashion-MNIST from IDX files.
 
-Downloads are verified by checksum *before* anything parses them; local files are validated
-by their IDX headers. Plain numpy: nothing here needs JAX.
+Downloads are verified by checksum *before* anything parses them; files from a local
+directory are validated by their IDX headers and counts. Plain numpy: nothing here imports
+JAX, and scikit-learn is imported only by `load_digits_dataset`.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
+import math
 import os
 import struct
 import tempfile
-import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 import numpy as np
 
 
 class Dataset(NamedTuple):
-    """Images as float32 (N, 1, H, W) in [0, 1] (NCHW) and int32 labels (N,)."""
+    """A classification dataset, split into train and test.
 
-    name: str
+    Attributes:
+      train_images: float32 (N, 1, H, W) in [0, 1] (NCHW).
+      train_labels: int32 (N,), in [0, num_classes).
+      test_images: float32 (M, 1, H, W) in [0, 1].
+      test_labels: int32 (M,).
+      num_classes: number of classes.
+      name: "digits", "mnist" or "fashion-mnist".
+    """
+
     train_images: np.ndarray
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
     num_classes: int
+    name: str
 
 
 class IdxFormatError(ValueError):
@@ -58,14 +69,32 @@ class RemoteFile(NamedTuple):
     checksum: Checksum
 
 
-class RemoteDataset(NamedTuple):
-    """Where a dataset lives: mirrors tried in order, and its four files."""
+class IdxDatasetSpec(NamedTuple):
+    """Where an IDX dataset lives and what it must contain.
+
+    Attributes:
+      mirrors: base URLs, tried in order.
+      train_images, train_labels, test_images, test_labels: the four files.
+      train_count, test_count: images each split must have; None skips the check (tests
+        serve tiny files through their own spec).
+      image_shape: (H, W) every image must have.
+      local_dirs: system directories looked at before `data_dir` and the cache, such as
+        Debian's package directory.
+    """
 
     mirrors: tuple[str, ...]
     train_images: RemoteFile
     train_labels: RemoteFile
     test_images: RemoteFile
     test_labels: RemoteFile
+    train_count: int | None = 60_000
+    test_count: int | None = 10_000
+    image_shape: tuple[int, int] = (28, 28)
+    local_dirs: tuple[Path, ...] = ()
+
+
+# Debian's `dataset-fashion-mnist` package installs the four publisher .gz files here.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 def _sha256(filename: str, digest: str) -> RemoteFile:
@@ -76,8 +105,8 @@ def _md5(filename: str, digest: str) -> RemoteFile:
     return RemoteFile(filename, Checksum("md5", digest))
 
 
-REMOTE_DATASETS: dict[str, RemoteDataset] = {
-    "mnist": RemoteDataset(
+IDX_DATASETS: dict[str, IdxDatasetSpec] = {
+    "mnist": IdxDatasetSpec(
         mirrors=(
             "https://storage.googleapis.com/cvdf-datasets/mnist/",
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -99,18 +128,18 @@ REMOTE_DATASETS: dict[str, RemoteDataset] = {
             "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
         ),
     ),
-    # The publisher (zalandoresearch/fashion-mnist) lists MD5 digests, so those are checked.
-    "fashion-mnist": RemoteDataset(
+    # The publisher (zalandoresearch/fashion-mnist README) lists MD5 digests only.
+    "fashion-mnist": IdxDatasetSpec(
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         train_images=_md5("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
         train_labels=_md5("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
         test_images=_md5("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
         test_labels=_md5("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+        # Debian recompresses the .gz files, so they differ from the publisher's MD5s: the
+        # directory is validated by IDX header and counts, like any local directory.
+        local_dirs=(DEBIAN_FASHION_MNIST,),
     ),
 }
-
-# Debian's `dataset-fashion-mnist` package.
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 _IDX_DTYPES = {
     0x08: np.dtype(np.uint8),
@@ -122,19 +151,25 @@ _IDX_DTYPES = {
 }
 
 
+# --- IDX files. ------------------------------------------------------------------------------
+
+
 def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
-    """Parses IDX bytes (gzip-compressed or raw) into an array.
+    """Parses IDX bytes, gzip-compressed or raw, into an array.
+
+    Gzip is recognised by its magic bytes (1f 8b), not by a file name.
 
     Args:
       data: the file's contents.
       source: the file's name, for error messages.
 
     Returns:
-      The array, with the shape its header gives.
+      A writable array in native byte order, with the shape and dtype the header gives
+      (type codes 0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64).
 
     Raises:
-      IdxFormatError: a corrupt gzip stream, a wrong magic number, an unknown type code, or a
-        payload whose size differs from what the header promises.
+      IdxFormatError: a corrupt gzip stream, a wrong magic number, an unknown type code, a
+        truncated header, or a payload whose size differs from what the header promises.
     """
     if data[:2] == b"\x1f\x8b":
         try:
@@ -142,118 +177,227 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
         except (OSError, EOFError, zlib.error) as error:
             raise IdxFormatError(f"{source}: corrupt gzip stream ({error}).") from error
     if len(data) < 4 or data[:2] != b"\x00\x00":
-        raise IdxFormatError(
-            f"{source}: not an IDX file (starts with {data[:5]!r}); "
+        hint = (
             "an HTML error page saved in place of the data?"
+            if data.lstrip()[:1] == b"<"
+            else "the first two bytes of an IDX file are zero."
         )
+        raise IdxFormatError(f"{source}: not an IDX file (starts with {data[:5]!r}); {hint}")
     type_code, ndim = data[2], data[3]
     if type_code not in _IDX_DTYPES:
-        raise IdxFormatError(f"{source}: unknown IDX type code 0x{type_code:02X}.")
+        known = ", ".join(f"0x{code:02X}" for code in _IDX_DTYPES)
+        raise IdxFormatError(f"{source}: unknown IDX type code 0x{type_code:02X} (known: {known}).")
+    if ndim == 0:
+        raise IdxFormatError(f"{source}: header declares 0 dimensions.")
     header = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header:
-        raise IdxFormatError(f"{source}: header declares {ndim} dims but is truncated.")
+    if len(data) < header:
+        raise IdxFormatError(
+            f"{source}: header declares {ndim} dims but is truncated ({len(data)} bytes)."
+        )
     dims = struct.unpack(f">{ndim}I", data[4:header])
     dtype = _IDX_DTYPES[type_code]
-    expected = int(np.prod(dims)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize
     if len(data) - header != expected:
         raise IdxFormatError(
             f"{source}: payload has {len(data) - header} bytes, header says {expected} "
             f"({'×'.join(map(str, dims))} of {dtype.name})."
         )
-    return np.frombuffer(data, dtype, offset=header).reshape(dims)
+    array = np.frombuffer(data, dtype, offset=header).reshape(dims)
+    return array.astype(dtype.newbyteorder("="))  # a writable, native-order copy
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """`parse_idx` of a file; errors name the file."""
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Reads an IDX file, gzip-compressed or raw.
+
+    Args:
+      path: the file.
+
+    Returns:
+      The array its header describes; see `parse_idx`.
+
+    Raises:
+      IdxFormatError: the file is not a well-formed IDX file; the message names the file.
+    """
     return parse_idx(Path(path).read_bytes(), str(path))
 
 
-def load_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+def load_idx_pair(
+    images_path: str | os.PathLike[str], labels_path: str | os.PathLike[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """Reads matching image and label IDX files.
+
+    Args:
+      images_path: an IDX file of uint8 images (N, H, W).
+      labels_path: an IDX file of integer labels (N,) in 0..9.
 
     Returns:
       images uint8 (N, H, W) and labels int32 (N,).
 
     Raises:
-      IdxFormatError: bad files, wrong ranks or dtypes, or counts that differ.
+      IdxFormatError: bad files, wrong ranks or dtypes, labels outside 0..9, or counts that
+        differ; the message names the file(s) at fault.
     """
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise IdxFormatError(f"{images_path}: expected 3-D ubyte images, got {images.shape}.")
-    if labels.ndim != 1:
-        raise IdxFormatError(f"{labels_path}: expected 1-D labels, got shape {labels.shape}.")
+        raise IdxFormatError(
+            f"{images_path}: expected 3-D ubyte images (N, H, W), "
+            f"got shape {images.shape} of {images.dtype}."
+        )
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise IdxFormatError(
+            f"{labels_path}: expected 1-D integer labels (N,), "
+            f"got shape {labels.shape} of {labels.dtype}."
+        )
     if len(images) != len(labels):
         raise IdxFormatError(
             f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels."
         )
-    if len(labels) and labels.max() > 9:
-        raise IdxFormatError(f"{labels_path}: label {labels.max()} is not a digit class 0–9.")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        bad = labels[(labels < 0) | (labels > 9)][0]
+        raise IdxFormatError(f"{labels_path}: label {bad} is not a class 0..9.")
     return images, labels.astype(np.int32)
 
 
-def file_digest(path: Path, algorithm: str) -> str:
-    """Hex digest of a file, read in chunks."""
-    digest = hashlib.new(algorithm)
+# --- Downloads. ------------------------------------------------------------------------------
+
+
+def file_digest(path: str | os.PathLike[str], algorithm: str) -> str:
+    """Hex digest of a file, read in 1 MiB chunks (MD5 allowed on FIPS systems too).
+
+    Args:
+      path: the file.
+      algorithm: a `hashlib` name, such as "sha256" or "md5".
+
+    Returns:
+      The lowercase hex digest.
+    """
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def fetch_file(
-    remote: RemoteFile, mirrors: Sequence[str], cache_dir: Path, timeout: float = 30.0
-) -> Path:
-    """Returns `cache_dir/remote.filename`, downloading it if absent or corrupt.
+def _expected_digest(filename: str, checksum: Checksum) -> str:
+    """The expected digest, lowercased, after checking it can be a digest of `algorithm`."""
+    algorithm, expected = checksum
+    # An unknown algorithm raises ValueError here, before any network access.
+    size = hashlib.new(algorithm, usedforsecurity=False).digest_size
+    expected = expected.lower()
+    if len(expected) != 2 * size or any(c not in "0123456789abcdef" for c in expected):
+        raise ValueError(
+            f"{filename}: checksum {expected!r} is not a {algorithm} hex digest "
+            f"({2 * size} hex digits)."
+        )
+    return expected
 
-    A cached file is used only if its checksum matches; otherwise it is deleted and
-    downloaded again. A download goes to a temporary file in `cache_dir` and is renamed into
-    place only after its checksum matches, so a partial or wrong file is never left behind.
+
+def _download(url: str, out: IO[bytes], algorithm: str, timeout: float) -> str:
+    """Streams `url` into the open file `out`; returns the hex digest of what came."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    received = 0
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        declared = response.headers.get("Content-Length")
+        for chunk in iter(lambda: response.read(1 << 20), b""):
+            digest.update(chunk)
+            out.write(chunk)
+            received += len(chunk)
+    # read(n) returns b"" at a premature EOF instead of raising, so compare lengths here.
+    if declared is not None and declared.isdigit() and received != int(declared):
+        raise ConnectionError(f"connection closed after {received} of {declared} bytes")
+    return digest.hexdigest()
+
+
+def fetch_file(
+    filename: str,
+    *,
+    urls: Sequence[str],
+    checksum: Checksum,
+    cache_dir: str | os.PathLike[str],
+    timeout: float = 30.0,
+) -> Path:
+    """Returns `cache_dir/filename`, verified by checksum, downloading it if needed.
+
+    A cached file is used, without any network access, only if its checksum matches; a
+    cached file that does not match is deleted (never parsed) and downloaded again. Each
+    download streams into a temporary file in `cache_dir`, hashing as it goes, and is renamed
+    into place only if its checksum matches; nothing partial is ever left behind.
 
     Args:
-      remote: the file's name and published checksum.
-      mirrors: base URLs, tried in order; the next is tried on any error.
-      cache_dir: where the file is kept.
-      timeout: seconds per connection attempt.
+      filename: the file's name, appended to each base URL and used in `cache_dir`.
+      urls: base URLs, tried in order; on any error (HTTP, network, a transfer cut short of
+        its Content-Length, checksum mismatch) the next is tried.
+      checksum: the published digest of the file.
+      cache_dir: where the file is kept; created if missing.
+      timeout: seconds any one socket operation may block.
+
+    Returns:
+      The path of the verified file.
 
     Raises:
-      ChecksumError: every mirror answered, and the last answer had the wrong checksum.
-      DownloadError: no mirror answered.
+      ChecksumError: at least one mirror delivered the file but none with the expected
+        checksum; the message names the file, each URL, the expected and the actual digests.
+      DownloadError: no mirror delivered the file; the message lists each URL and its error.
+      ValueError: `filename` is not a plain file name, or `checksum` is malformed.
     """
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / remote.filename
-    algorithm, expected = remote.checksum
+    if filename in ("", ".", "..") or Path(filename).name != filename:
+        raise ValueError(f"filename {filename!r} must be a plain file name.")
+    expected = _expected_digest(filename, checksum)
+    algorithm = checksum.algorithm
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / filename
     if target.exists():
         if file_digest(target, algorithm) == expected:
             return target
-        target.unlink()  # corrupt or stale: never parse it
+        target.unlink()  # stale or corrupt: never parse it
 
     failures: list[str] = []
-    for mirror in mirrors:
-        url = mirror + remote.filename
-        fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{remote.filename}.")
-        tmp = Path(tmp_name)
+    mismatched = False
+    for base in urls:
+        url = base if base.endswith("/") else base + "/"
+        url += filename
+        tmp: Path | None = None
         try:
-            digest = hashlib.new(algorithm)
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:
-                for chunk in iter(lambda r=r: r.read(1 << 20), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != expected:
-                failures.append(f"{url}: {algorithm} {digest.hexdigest()} != expected {expected}")
-                continue
-            os.replace(tmp, target)
-            return target
-        except (urllib.error.URLError, OSError, TimeoutError) as error:
-            failures.append(f"{url}: {error}")
+            with tempfile.NamedTemporaryFile(
+                dir=cache, prefix=f".{filename}.", suffix=".part", delete=False
+            ) as out:
+                tmp = Path(out.name)
+                actual = _download(url, out, algorithm, timeout)
+            if actual == expected:
+                os.replace(tmp, target)
+                return target
+            mismatched = True
+            failures.append(f"{url}: {algorithm} {actual}")
+        # URLError, timeouts and resets are OSErrors; a garbled response is an HTTPException;
+        # an unknown URL type is a URLError, a malformed URL a ValueError.
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            failures.append(f"{url}: {str(error) or type(error).__name__}")
         finally:
-            tmp.unlink(missing_ok=True)
-    if failures and all(" != expected " in f for f in failures):
-        raise ChecksumError(f"{remote.filename}: checksum mismatch: " + "; ".join(failures))
-    raise DownloadError(f"could not download {remote.filename}: " + "; ".join(failures))
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)  # after os.replace there is nothing to remove
+    attempts = "; ".join(failures) if failures else "no URLs given"
+    if mismatched:
+        raise ChecksumError(
+            f"{filename}: expected {algorithm} {expected}, but the mirrors gave: {attempts}."
+        )
+    raise DownloadError(f"could not download {filename}: {attempts}.")
+
+
+# --- Datasets. -------------------------------------------------------------------------------
 
 
 def default_cache_dir(name: str) -> Path:
-    """`$JAXCONV_DATA/<name>` if set, else `~/.cache/jaxconv/<name>`."""
+    """The download cache of dataset `name`.
+
+    One directory per dataset because MNIST and Fashion-MNIST use the same file names.
+
+    Args:
+      name: the dataset's name.
+
+    Returns:
+      `$JAXCONV_DATA/<name>` if `JAXCONV_DATA` is set, else `~/.cache/jaxconv/<name>`.
+    """
     root = os.environ.get("JAXCONV_DATA")
     return Path(root) / name if root else Path.home() / ".cache" / "jaxconv" / name
 
@@ -261,70 +405,95 @@ def default_cache_dir(name: str) -> Path:
 def _local_file(directory: Path, filename: str) -> Path | None:
     """`filename` in `directory`, accepting it with or without its `.gz`."""
     for candidate in (filename, filename.removesuffix(".gz")):
-        if (directory / candidate).exists():
+        if (directory / candidate).is_file():
             return directory / candidate
     return None
 
 
-def _to_dataset(name: str, train: tuple, test: tuple) -> Dataset:
-    def images(a: np.ndarray) -> np.ndarray:
-        return (a.astype(np.float32) / 255.0)[:, None]
-
-    return Dataset(name, images(train[0]), train[1], images(test[0]), test[1], num_classes=10)
+def _load_split(
+    images_path: Path, labels_path: Path, count: int | None, image_shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """`load_idx_pair`, then the split's image count and size; images as float32 NCHW."""
+    images, labels = load_idx_pair(images_path, labels_path)
+    if images.shape[1:] != tuple(image_shape) or (count is not None and len(images) != count):
+        want = "×".join(map(str, image_shape))
+        raise IdxFormatError(
+            f"{images_path}: {len(images)} images of {'×'.join(map(str, images.shape[1:]))}, "
+            f"expected {count if count is not None else 'N'} of {want}."
+        )
+    scaled = images.astype(np.float32)[:, None]
+    scaled /= 255.0
+    return scaled, labels
 
 
 def load_idx_dataset(
     name: str,
     *,
-    data_dir: Path | None = None,
-    cache_dir: Path | None = None,
-    remote: RemoteDataset | None = None,
-    search_debian: bool = True,
+    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    urls: Sequence[str] | None = None,
+    spec: IdxDatasetSpec | None = None,
 ) -> Dataset:
     """MNIST or Fashion-MNIST as a `Dataset`.
 
-    Looks in order at: Debian's `/usr/share/datasets/fashion-mnist` (Fashion-MNIST only),
-    `data_dir`, then the cache (`default_cache_dir`), downloading into it what is missing.
-    Files from a local directory are validated by their IDX headers and counts; files in
-    the cache by their published checksums first.
+    Looks, in order, at the spec's system directories (Debian's
+    `/usr/share/datasets/fashion-mnist` for Fashion-MNIST), then `data_dir`, then the cache,
+    downloading into the cache whatever it lacks. A directory is used only if it holds all
+    four files (each as `X.gz` or un-gzipped `X`); otherwise the next place is tried.
+    Files from a directory are validated by their IDX headers and counts (60,000 train and
+    10,000 test images of 28×28), not by checksum: Debian recompresses its copies. Files in
+    the cache are verified by their published checksums before anything parses them.
 
     Args:
       name: "mnist" or "fashion-mnist".
-      data_dir: a directory holding the four IDX files (gzipped or not).
-      cache_dir: overrides the download cache.
-      remote: overrides the mirrors and checksums (tests serve their own files).
-      search_debian: whether to look at Debian's package directory.
+      data_dir: a directory holding the four IDX files.
+      cache_dir: the download cache; default `default_cache_dir(name)`.
+      urls: base URLs overriding the spec's mirrors, tried in order.
+      spec: overrides the registry entry `IDX_DATASETS[name]` (files, checksums, counts);
+        tests use it to serve tiny files from a local server.
+
+    Returns:
+      A `Dataset` of float32 (N, 1, 28, 28) images in [0, 1] and int32 labels, 10 classes.
 
     Raises:
-      ValueError: unknown name. IdxFormatError, ChecksumError, DownloadError: see above.
+      ValueError: unknown `name`.
+      IdxFormatError: a file is malformed, or a split has the wrong count or image size.
+      ChecksumError: a download did not match its published checksum.
+      DownloadError: no mirror delivered a file.
     """
-    if name not in REMOTE_DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(REMOTE_DATASETS)}.")
-    remote = remote or REMOTE_DATASETS[name]
-    parts = (remote.train_images, remote.train_labels, remote.test_images, remote.test_labels)
-    local_dirs = []
-    if name == "fashion-mnist" and search_debian:
-        local_dirs.append(DEBIAN_FASHION_MNIST)
-    if data_dir is not None:
-        local_dirs.append(Path(data_dir))
-    for directory in local_dirs:
-        paths = [_local_file(directory, part.filename) for part in parts]
-        if all(paths):
-            return _to_dataset(name, load_idx_pair(*paths[:2]), load_idx_pair(*paths[2:]))
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(name)
-    paths = [fetch_file(part, remote.mirrors, cache) for part in parts]
-    return _to_dataset(name, load_idx_pair(*paths[:2]), load_idx_pair(*paths[2:]))
+    if name not in IDX_DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(IDX_DATASETS)}.")
+    spec = spec or IDX_DATASETS[name]
+    parts = (spec.train_images, spec.train_labels, spec.test_images, spec.test_labels)
+    directories = list(spec.local_dirs) + ([Path(data_dir)] if data_dir is not None else [])
+    paths: list[Path] | None = None
+    for directory in directories:
+        found = [_local_file(directory, part.filename) for part in parts]
+        if all(found):
+            paths = found
+            break
+    if paths is None:
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(name)
+        mirrors = tuple(urls) if urls is not None else spec.mirrors
+        paths = [
+            fetch_file(part.filename, urls=mirrors, checksum=part.checksum, cache_dir=cache)
+            for part in parts
+        ]
+    x_train, y_train = _load_split(paths[0], paths[1], spec.train_count, spec.image_shape)
+    x_test, y_test = _load_split(paths[2], paths[3], spec.test_count, spec.image_shape)
+    return Dataset(x_train, y_train, x_test, y_test, num_classes=10, name=name)
 
 
 def load_digits_dataset(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
-    """sklearn's 1,797 8×8 handwritten digits, split stratified and seeded.
+    """scikit-learn's 1,797 8×8 handwritten digits, split stratified and seeded.
 
     Args:
-      seed: seed of the split.
-      test_fraction: share of the images held out for testing.
+      seed: `random_state` of the split; the same seed gives the same split.
+      test_fraction: share of the images held out for testing, in (0, 1).
 
     Returns:
-      A `Dataset` of (N, 1, 8, 8) float32 images in [0, 1].
+      A `Dataset` of float32 (N, 1, 8, 8) images in [0, 1] (pixel values 0..16 divided by
+      16) and int32 labels; each class's share of the test split matches its share overall.
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -335,11 +504,22 @@ def load_digits_dataset(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=test_fraction, stratify=labels, random_state=seed
     )
-    return Dataset("digits", x_train, y_train, x_test, y_test, num_classes=10)
+    return Dataset(x_train, y_train, x_test, y_test, num_classes=10, name="digits")
 
 
-def load_dataset(name: str, *, seed: int = 0, data_dir: Path | None = None) -> Dataset:
-    """The demo's datasets by name: "digits", "mnist" or "fashion-mnist"."""
+def load_dataset(
+    name: str, *, seed: int = 0, data_dir: str | os.PathLike[str] | None = None
+) -> Dataset:
+    """The demo's datasets by name.
+
+    Args:
+      name: "digits", "mnist" or "fashion-mnist".
+      seed: seed of the digits split (the IDX datasets come split).
+      data_dir: a directory holding the IDX files; see `load_idx_dataset`.
+
+    Returns:
+      The `Dataset`.
+    """
     if name == "digits":
         return load_digits_dataset(seed)
     return load_idx_dataset(name, data_dir=data_dir)

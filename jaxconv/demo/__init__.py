@@ -1,0 +1,1 @@
+"""Reusable parts of train_demo.py: data, model, training."""
