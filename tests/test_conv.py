@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 import jaxconv
-from tests.helpers import lax_conv2d, loss_grads, operand_shapes, random_operands, rel_err
+from tests.helpers import (
+    jit_fast_compile,
+    lax_conv2d,
+    loss_grads,
+    operand_shapes,
+    random_operands,
+    rel_err,
+)
 
 FWD_TOL = 1e-12
 GRAD_TOL = 1e-10
@@ -127,7 +134,7 @@ def test_hypothesis_gradients_match_xla(config, seed):
     z_shape = jax.eval_shape(lambda: lax_conv2d(x, w, b, **cfg)).shape
     cot = jnp.asarray(np.random.default_rng(seed + 1).standard_normal(z_shape))
 
-    @jax.jit  # one compilation per example instead of one per primitive
+    @jit_fast_compile  # one compilation per example instead of one per primitive
     def forward_and_grads(x, w, b, cot):
         return [
             (conv(x, w, b, **cfg), loss_grads(conv, x, w, b, cot, **cfg))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import jaxconv
 from jaxconv._src import geometry as geo
 from jaxconv._src import padding_modes as pm
-from tests.helpers import operand_shapes, rel_err
+from tests.helpers import jit_fast_compile, operand_shapes, rel_err
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -90,7 +90,7 @@ def _value_and_grads(conv, x, w, b, cot, cfg):
     return conv(x, w, b, **cfg), jax.grad(loss, argnums=(0, 1, 2))(x, w, b)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "reference"))
+@functools.partial(jit_fast_compile, static_argnames=("cfg", "reference"))
 def _jaxconv_and_reference(x, w, b, cot, cfg, reference=True):
     """conv2d's output and gradients (and the naive reference's): one compilation."""
     convs = (jaxconv.conv2d, jaxconv.conv2d_reference) if reference else (jaxconv.conv2d,)

@@ -61,7 +61,8 @@ def test_install_steps_match_ci_and_pyproject():
     demo, tests = SHELL[0], SHELL[1]
     assert 'pip install -e ".[demo]"' in demo
     # CI installs the same extras and runs exactly the README's test command.
-    assert 'install --quiet -e ".[test,demo]"' in ci
+    assert 'install --quiet -e ".[test,demo,torch]"' in ci
+    assert 'pip install -e ".[test,demo,torch]"' in tests
     assert ci.strip().splitlines()[-1] == tests.split("&&")[-1].strip()
 
 

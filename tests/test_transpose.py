@@ -14,7 +14,7 @@ from jax import lax
 from jax.test_util import check_grads
 
 import jaxconv
-from tests.helpers import rel_err
+from tests.helpers import jit_fast_compile, rel_err
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -163,7 +163,7 @@ def _value_and_grads(conv, x, w, b, cot, cfg):
     return conv(x, w, b, **cfg), jax.grad(loss, argnums=(0, 1, 2))(x, w, b)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "naive"))
+@functools.partial(jit_fast_compile, static_argnames=("cfg", "naive"))
 def _jaxconv_and_references(x, w, b, cot, cfg, naive=True):
     """Output and gradients of jaxconv, then of each JAX reference: one compilation."""
     cfg = dict(cfg)
