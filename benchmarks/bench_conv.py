@@ -81,7 +81,13 @@ def _jax_passes(conv, x, w, cfg) -> dict[str, Callable]:
     z_shape = jax.eval_shape(lambda: conv(x, w, **cfg)).shape
     cot = jnp.asarray(np.random.default_rng(1).standard_normal(z_shape), x.dtype)
     fwd = jax.jit(lambda x, w: conv(x, w, **cfg))
-    both = jax.jit(lambda x, w: jax.vjp(lambda x, w: conv(x, w, **cfg), x, w)[1](cot))
+
+    @jax.jit
+    def both(x, w):
+        # Z is returned too: otherwise XLA drops the forward, which the backward never reads.
+        z, vjp = jax.vjp(lambda x, w: conv(x, w, **cfg), x, w)
+        return z, vjp(cot)
+
     if conv is jaxconv.conv2d:
         dx = jax.jit(lambda w: jaxconv.conv2d_grad_input(cot, w, x.shape, **cfg))
         dw = jax.jit(lambda x: jaxconv.conv2d_grad_kernel(x, cot, w.shape, **cfg))
