@@ -156,7 +156,6 @@ def test_geometry_sizes_by_hand():
     assert (geom.in_channels, geom.out_channels, geom.groups) == (6, 8, 2)
     # Tap (a, b) reads padded rows 2a, 2a+3, 2a+6 (extent 7) and columns b, b+2, b+4 (extent 5).
     assert geom.window_extent_hw == (7, 5)
-    assert geom.tap_starts == ((0, 0), (0, 1), (2, 0), (2, 1), (4, 0), (4, 1))
     assert geom.flops == 2 * 8 * 3 * 3 * 3 * 3 * 2
     assert geom.output_shape((4,)) == (4, 8, 3, 3)
 

@@ -38,127 +38,144 @@ def _pad_spatial(x: jax.Array, pads) -> jax.Array:
     return lax.pad(x, jnp.zeros((), x.dtype), config)
 
 
-def _tap_window(x_pad: jax.Array, start: jax.Array, geom: ConvGeometry) -> jax.Array:
-    """The window of `x_pad` one kernel tap sees: the x_{r+a, c+b} of eq. 6.
+def _row_windows(x_pad: jax.Array, row: int, geom: ConvGeometry) -> list[jax.Array]:
+    """The windows of one kernel row's taps: the x_{r+a, c+b} of eq. 6 for each b < kw.
 
-    window[n, r, c, :] = x_pad[n, r0 + r·sh, c0 + c·sw, :] for r < Ho, c < Wo, where
-    (r0, c0) = (a·dh, b·dw) is the tap's start: a block cut at the (traced) start, then one
-    strided `lax.slice`.
+    windows[b][(n, r, c), :] = x_pad[n, a·dh + r·sh, b·dw + c·sw, :] for r < Ho, c < Wo:
+    one strided `lax.slice` of the padded input per tap, its positions flattened.
 
     Args:
       x_pad: (N, Hp, Wp, C), the input after `geom.padding`.
-      start: int32 (2,), the tap's (r0, c0), one row of `geom.tap_starts`.
+      row: the kernel row a.
 
     Returns:
-      (N, Ho, Wo, C).
+      kw arrays of shape (N·Ho·Wo, C).
     """
     n, _, _, c = x_pad.shape
-    (eh, ew), (sh, sw) = geom.window_extent_hw, geom.stride
-    zero = jnp.zeros_like(start[0])
-    block = lax.dynamic_slice(x_pad, (zero, start[0], start[1], zero), (n, eh, ew, c))
-    return lax.slice(block, (0, 0, 0, 0), block.shape, (1, sh, sw, 1))
+    (eh, ew), (sh, sw), (dh, dw) = geom.window_extent_hw, geom.stride, geom.dilation
+    r0 = row * dh
+    return [
+        lax.slice(x_pad, (0, r0, b * dw, 0), (n, r0 + eh, b * dw + ew, c), (1, sh, sw, 1)).reshape(
+            -1, c
+        )
+        for b in range(geom.kernel_hw[1])
+    ]
 
 
-def _taps(w: jax.Array, geom: ConvGeometry) -> tuple[jax.Array, jax.Array]:
-    """(starts, w_taps): int32 (T, 2) window starts and the (T, C//G, O) kernel, T = kh·kw."""
-    return jnp.asarray(geom.tap_starts, jnp.int32), w.reshape(-1, *w.shape[2:])
+def _row_forward(windows: list[jax.Array], w_row: jax.Array, groups: int, acc) -> jax.Array:
+    """One kernel row's term of eq. 6: Σ_{b, i} windows[b][m, g·Cg + i]·w_row[b, i, g·Og + o].
 
-
-def _channels_forward(a: jax.Array, w_tap: jax.Array, groups: int, acc) -> jax.Array:
-    """One tap's term of eq. 6: Σ_i a[..., g·Cg + i]·w_tap[i, g·Og + o].
+    The kw windows side by side make one contraction over kw·C/G channels: a better-shaped
+    GEMM than kw of depth C/G.
 
     Args:
-      a: (N, Ho, Wo, C), a tap window.
-      w_tap: (C//G, O), the kernel at that tap.
+      windows: kw arrays (M, C), from `_row_windows`.
+      w_row: (kw, C//G, O), the kernel's row a.
       groups: G.
       acc: accumulation dtype.
 
     Returns:
-      (N, Ho, Wo, O) in `acc`.
+      (M, O) in `acc`.
     """
-    *lead, c = a.shape
-    c_per_group, o = w_tap.shape
-    rows = a.reshape(-1, c)
+    kw, c_per_group, o = w_row.shape
+    m, c = windows[0].shape
     if groups == 1:
-        out = jnp.dot(rows, w_tap, preferred_element_type=acc)
-    elif c_per_group == 1:
-        # Depthwise: nothing to sum over; each input channel scales its O/G kernels.
-        out = jnp.repeat(rows.astype(acc), o // groups, axis=1) * w_tap.astype(acc).reshape(o)
-    else:
-        out = lax.dot_general(
-            rows.reshape(-1, groups, c_per_group),
-            w_tap.reshape(c_per_group, groups, o // groups),
-            (((2,), (0,)), ((1,), (1,))),
-            preferred_element_type=acc,
-        ).transpose(1, 0, 2)
-    return out.reshape(*lead, o)
-
-
-def _channels_backward(g: jax.Array, w_tap: jax.Array, groups: int, acc) -> jax.Array:
-    """One tap's term of ∂L/∂X before it is put back: Σ_o g[..., g·Og + o]·w_tap[i, g·Og + o].
-
-    Args:
-      g: (N, Ho, Wo, O), ∂L/∂Z.
-      w_tap: (C//G, O).
-
-    Returns:
-      (N, Ho, Wo, C) in `acc`.
-    """
-    *lead, o = g.shape
-    c_per_group = w_tap.shape[0]
-    rows = g.reshape(-1, o)
-    if groups == 1:
-        out = lax.dot_general(rows, w_tap, (((1,), (1,)), ((), ())), preferred_element_type=acc)
-    elif c_per_group == 1:
-        out = rows.astype(acc) * w_tap.astype(acc).reshape(o)
-        if o > groups:  # a channel multiplier: sum each input channel's O/G products
-            out = jnp.sum(out.reshape(-1, groups, o // groups), axis=2)
-    else:
-        out = lax.dot_general(
-            rows.reshape(-1, groups, o // groups),
-            w_tap.reshape(c_per_group, groups, o // groups),
-            (((2,), (2,)), ((1,), (1,))),
-            preferred_element_type=acc,
-        ).transpose(1, 0, 2)
-    return out.reshape(*lead, groups * c_per_group)
-
-
-def _positions_kernel_grad(a: jax.Array, g: jax.Array, groups: int, acc) -> jax.Array:
-    """One tap's ∂L/∂W (eq. 8): Σ_{n, r, c} a[n, r, c, g·Cg + i]·g[n, r, c, g·Og + o].
-
-    Args:
-      a: (N, Ho, Wo, C), the tap's window of the padded input.
-      g: (N, Ho, Wo, O), ∂L/∂Z.
-
-    Returns:
-      (C//G, O) in `acc`.
-    """
-    c, o = a.shape[-1], g.shape[-1]
-    if c == groups > 1:
-        # Depthwise: a per-channel sum of products; per image first, then over the batch,
-        # which XLA reduces several times faster than one sum over all positions.
-        a = jnp.repeat(a.astype(acc), o // groups, axis=-1)
-        products = (a * g.astype(acc)).reshape(-1, o)
-        return jnp.dot(jnp.ones(products.shape[0], acc), products).reshape(1, o)
-    a_rows, g_rows = a.reshape(-1, c), g.reshape(-1, o)
-    if groups == 1:
-        return lax.dot_general(a_rows, g_rows, (((0,), (0,)), ((), ())), preferred_element_type=acc)
-    dw = lax.dot_general(
-        a_rows.reshape(-1, groups, c // groups),
-        g_rows.reshape(-1, groups, o // groups),
-        (((0,), (0,)), ((1,), (1,))),
+        return jnp.dot(
+            jnp.concatenate(windows, axis=1), w_row.reshape(kw * c, o), preferred_element_type=acc
+        )
+    if c_per_group == 1:
+        # Depthwise: nothing to sum over channels; each input channel scales its O/G kernels.
+        return sum(
+            jnp.repeat(window.astype(acc), o // groups, axis=1) * w_tap.astype(acc).reshape(o)
+            for window, w_tap in zip(windows, w_row)
+        )
+    out = lax.dot_general(
+        jnp.stack(windows, axis=1).reshape(m, kw, groups, c_per_group),
+        w_row.reshape(kw, c_per_group, groups, o // groups),
+        (((1, 3), (0, 1)), ((2,), (2,))),
         preferred_element_type=acc,
-    )  # (G, Cg, Og)
-    return dw.transpose(1, 0, 2).reshape(c // groups, o)
+    )  # (G, M, Og)
+    return out.transpose(1, 0, 2).reshape(m, o)
 
 
-def _is_depthwise(geom: ConvGeometry) -> bool:
-    """Depthwise taps are elementwise: unrolled, XLA fuses all of them into one pass."""
-    return geom.groups > 1 and geom.in_channels == geom.groups
+def _row_backward(g: jax.Array, w_row: jax.Array, groups: int, acc) -> list[jax.Array]:
+    """One kernel row's terms of ∂L/∂X, before they are put back where their windows were.
+
+    received[b][m, g·Cg + i] = Σ_o g[m, g·Og + o]·w_row[b, i, g·Og + o].
+
+    Args:
+      g: (M, O), ∂L/∂Z with its positions flattened.
+      w_row: (kw, C//G, O).
+
+    Returns:
+      kw arrays (M, C) in `acc`.
+    """
+    m, o = g.shape
+    kw, c_per_group, _ = w_row.shape
+    if groups == 1:
+        out = lax.dot_general(
+            g,
+            w_row.reshape(kw * c_per_group, o),
+            (((1,), (1,)), ((), ())),
+            preferred_element_type=acc,
+        )
+        return jnp.split(out, kw, axis=1)
+    if c_per_group == 1:
+        received = []
+        for w_tap in w_row:
+            out = g.astype(acc) * w_tap.astype(acc).reshape(o)
+            if o > groups:  # a channel multiplier: sum each input channel's O/G products
+                out = jnp.sum(out.reshape(m, groups, o // groups), axis=2)
+            received.append(out)
+        return received
+    out = lax.dot_general(
+        g.reshape(m, groups, o // groups),
+        w_row.reshape(kw, c_per_group, groups, o // groups),
+        (((2,), (3,)), ((1,), (2,))),
+        preferred_element_type=acc,
+    )  # (G, M, kw, Cg)
+    out = out.transpose(2, 1, 0, 3).reshape(kw, m, groups * c_per_group)
+    return list(out)
+
+
+def _row_kernel_grad(windows: list[jax.Array], g: jax.Array, groups: int, acc) -> jax.Array:
+    """One kernel row's ∂L/∂W (eq. 8): Σ_m windows[b][m, g·Cg + i]·g[m, g·Og + o].
+
+    Args:
+      windows: kw arrays (M, C), the row's windows of the padded input.
+      g: (M, O), ∂L/∂Z with its positions flattened.
+
+    Returns:
+      (kw, C//G, O) in `acc`.
+    """
+    kw, (m, c), o = len(windows), windows[0].shape, g.shape[1]
+    if groups == 1:
+        dw = lax.dot_general(
+            jnp.concatenate(windows, axis=1),
+            g,
+            (((0,), (0,)), ((), ())),
+            preferred_element_type=acc,
+        )
+        return dw.reshape(kw, c, o)
+    if c == groups:
+        # Depthwise: per-channel sums of products, one fused multiply-and-reduce per tap.
+        return jnp.stack(
+            [
+                jnp.sum(jnp.repeat(window.astype(acc), o // groups, axis=1) * g.astype(acc), axis=0)
+                for window in windows
+            ]
+        ).reshape(kw, 1, o)
+    dw = lax.dot_general(
+        jnp.stack(windows, axis=1).reshape(m, kw, groups, c // groups),
+        g.reshape(m, groups, o // groups),
+        (((0,), (0,)), ((2,), (1,))),
+        preferred_element_type=acc,
+    )  # (G, kw, Cg, Og)
+    return dw.transpose(1, 2, 0, 3).reshape(kw, c // groups, o)
 
 
 def _forward_nhwc(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
-    """Z = pad(X) ⋆ W (eq. 6), accumulated tap by tap.
+    """Z = pad(X) ⋆ W (eq. 6), one kernel row at a time.
 
     z[n, r, c, g·Og + o] = Σ_{a, b} Σ_i x_pad[n, r·sh + a·dh, c·sw + b·dw, g·Cg + i]
                                         · w[a, b, i, g·Og + o]
@@ -173,16 +190,11 @@ def _forward_nhwc(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
     """
     acc = _accumulation_dtype(x.dtype)
     x_pad = _pad_spatial(x, geom.padding)
-    starts, w_taps = _taps(w, geom)
-
-    # A loop, not an unrolled sum: one window and one product live at a time, so large
-    # inputs allocate (and page-fault) far less.
-    def add_tap(tap, z):
-        window = _tap_window(x_pad, starts[tap], geom)
-        return z + _channels_forward(window, w_taps[tap], geom.groups, acc)
-
-    z = jnp.zeros((x.shape[0], *geom.out_hw, geom.out_channels), acc)
-    return lax.fori_loop(0, len(starts), add_tap, z, unroll=_is_depthwise(geom))
+    z = sum(
+        _row_forward(_row_windows(x_pad, a, geom), w[a], geom.groups, acc)
+        for a in range(geom.kernel_hw[0])
+    )
+    return z.reshape(x.shape[0], *geom.out_hw, geom.out_channels)
 
 
 def grad_input_rule(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
@@ -198,9 +210,10 @@ def grad_input_rule(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array
     where only integer quotients inside Z contribute; then ∂L/∂X is ∂L/∂X_pad with the
     forward padding cropped off (a forward crop, negative padding, becomes zero rows).
     Evaluated tap by tap: tap (a, b)'s term ∂L/∂Z·w[a, b]ᵀ goes back where the forward's
-    strided slice read it, spread out by stride−1 interior zeros (`lax.pad`, the adjoint of
-    the strided slice) and added at the tap's start (a·dh, b·dw). Summed over the taps this
-    is the full correlation above, without multiplying the zeros.
+    strided slice read it: `lax.pad` (the adjoint of the strided slice) spreads it by
+    stride − 1 interior zeros and places it at the tap's start (a·dh, b·dw). Summed over
+    the taps, in one fused pass, this is the full correlation above without multiplying
+    the zeros.
 
     Args:
       g: ∂L/∂Z, (N, Ho, Wo, O).
@@ -211,19 +224,18 @@ def grad_input_rule(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array
       ∂L/∂X, (N, H, W, C), in the accumulation dtype.
     """
     acc = _accumulation_dtype(g.dtype)
-    starts, w_taps = _taps(w, geom)
-    spread = tuple((0, 0, s - 1) for s in geom.stride)
-
-    def add_tap(tap, dx_pad):
-        contribution = _channels_backward(g, w_taps[tap], geom.groups, acc)
-        contribution = _pad_spatial(contribution, spread)
-        zero = jnp.zeros_like(starts[tap, 0])
-        at = (zero, starts[tap, 0], starts[tap, 1], zero)
-        total = lax.dynamic_slice(dx_pad, at, contribution.shape) + contribution
-        return lax.dynamic_update_slice(dx_pad, total, at)
-
-    dx_pad = jnp.zeros((g.shape[0], *geom.padded_hw, geom.in_channels), acc)
-    dx_pad = lax.fori_loop(0, len(starts), add_tap, dx_pad, unroll=_is_depthwise(geom))
+    n, kh = g.shape[0], geom.kernel_hw[0]
+    (hp, wp), (eh, ew) = geom.padded_hw, geom.window_extent_hw
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    g_rows = g.reshape(-1, geom.out_channels)
+    dx_pad = 0
+    for a in range(kh):
+        received = _row_backward(g_rows, w[a], geom.groups, acc)
+        for b, share in enumerate(received):
+            rows = (a * dh, hp - a * dh - eh, sh - 1)
+            cols = (b * dw, wp - b * dw - ew, sw - 1)
+            share = share.reshape(n, *geom.out_hw, geom.in_channels)
+            dx_pad = dx_pad + _pad_spatial(share, (rows, cols))
     # The adjoint of the forward's padding: crop what it added, zero-fill what it cropped.
     return _pad_spatial(dx_pad, tuple((-lo, -hi) for lo, hi in geom.padding))
 
@@ -235,8 +247,8 @@ def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arra
                                           · x_pad[n, r·sh + a·dh, c·sw + b·dw, g·Cg + i]:
     the forward's stride becomes the step of the correlation and its dilation the spacing
     of the kernel taps. r and c run over the output rows and columns (Ho, Wo), not over the
-    kernel's k1, k2 as eqs. 7–8 of the seed misprint. One contraction per tap, over the
-    same strided windows the forward reads.
+    kernel's k1, k2 as eqs. 7–8 of the seed misprint. One contraction per kernel row, over
+    the same strided windows the forward reads.
 
     Args:
       x: (N, H, W, C).
@@ -248,14 +260,13 @@ def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arra
     """
     acc = _accumulation_dtype(x.dtype)
     x_pad = _pad_spatial(x, geom.padding)
-    starts = jnp.asarray(geom.tap_starts, jnp.int32)
-
-    def tap_grad(carry, start):
-        window = _tap_window(x_pad, start, geom)
-        return carry, _positions_kernel_grad(window, g, geom.groups, acc)
-
-    _, dw = lax.scan(tap_grad, None, starts)
-    return dw.reshape(*geom.kernel_hw, *dw.shape[1:])
+    g_rows = g.reshape(-1, geom.out_channels)
+    return jnp.stack(
+        [
+            _row_kernel_grad(_row_windows(x_pad, a, geom), g_rows, geom.groups, acc)
+            for a in range(geom.kernel_hw[0])
+        ]
+    )
 
 
 def grad_bias_rule(g: jax.Array) -> jax.Array:

@@ -72,15 +72,6 @@ class ConvGeometry:
         return tuple((n - 1) * s + 1 for n, s in zip(self.out_hw, self.stride))
 
     @property
-    def tap_starts(self) -> tuple[tuple[int, int], ...]:
-        """Where each kernel tap (a, b)'s window starts in the padded input: (a·dh, b·dw).
-
-        Row-major over (a, b), the order of the kernel's taps everywhere in the package.
-        """
-        (kh, kw), (dh, dw) = self.kernel_hw, self.dilation
-        return tuple((a * dh, b * dw) for a in range(kh) for b in range(kw))
-
-    @property
     def flops(self) -> int:
         """Multiply-adds ×2 of the forward pass for one image: 2·O·Ho·Wo·(C/G)·kh·kw."""
         c_per_group = self.in_channels // self.groups
