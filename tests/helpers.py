@@ -13,13 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxconv
+from jaxconv._src.audit import FAST_COMPILE
 
 lax_conv2d = jaxconv.conv2d_xla
 
-# For the sweeps, whose every example is a new program on operands of a few hundred numbers:
-# compiling dominates, and XLA's older CPU emitters at optimisation level 0 compile about 5×
-# faster (0.7 s → 0.13 s) with the same arithmetic.
-FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
+# For the sweeps, whose every example is a new program on tiny operands (see FAST_COMPILE).
 jit_fast_compile = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
 
 
