@@ -32,8 +32,9 @@ def plot_curves(metrics: dict, path: Path) -> None:
         ylabel="test accuracy (%)",
         title=f"Test accuracy (final {accuracy[-1]:.2f}%)",
     )
-    ax_acc.grid(alpha=0.3)
-    ax_loss.grid(alpha=0.3)
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs, not 1.25
     name = metrics["config"]["dataset"]
     fig.suptitle(f"jaxconv demo on {name} ({metrics['config']['impl']} convolution)")
     fig.tight_layout()
