@@ -50,6 +50,11 @@ def rel_err(actual, expected) -> float:
     return float(np.max(np.abs(actual - expected)) / scale)
 
 
+def value_and_grads(conv, x, w, b, cotangent, cfg):
+    """conv(x, w, b) and the gradients of <cotangent, conv(x, w, b)> w.r.t. (x, w, b)."""
+    return conv(x, w, b, **cfg), loss_grads(conv, x, w, b, cotangent, **cfg)
+
+
 def loss_grads(conv, x, w, b, cotangent, **cfg):
     """Gradients of <cotangent, conv(x, w, b)> w.r.t. (x, w, b)."""
 

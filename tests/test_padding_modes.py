@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import jaxconv
 from jaxconv._src import geometry as geo
 from jaxconv._src import padding_modes as pm
-from tests.helpers import jit_fast_compile, operand_shapes, rel_err
+from tests.helpers import jit_fast_compile, operand_shapes, rel_err, value_and_grads
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -83,18 +83,11 @@ def torch_padded_conv(x, w, b, cot, *, stride, padding, dilation, groups, layout
     return z, (dx, dw, b_t.grad.numpy())
 
 
-def _value_and_grads(conv, x, w, b, cot, cfg):
-    def loss(x, w, b):
-        return jnp.vdot(cot, conv(x, w, b, **cfg))
-
-    return conv(x, w, b, **cfg), jax.grad(loss, argnums=(0, 1, 2))(x, w, b)
-
-
 @functools.partial(jit_fast_compile, static_argnames=("cfg", "reference"))
 def _jaxconv_and_reference(x, w, b, cot, cfg, reference=True):
     """conv2d's output and gradients (and the naive reference's): one compilation."""
     convs = (jaxconv.conv2d, jaxconv.conv2d_reference) if reference else (jaxconv.conv2d,)
-    return [_value_and_grads(conv, x, w, b, cot, dict(cfg)) for conv in convs]
+    return [value_and_grads(conv, x, w, b, cot, dict(cfg)) for conv in convs]
 
 
 def _operands(seed, x_shape, w_shape, o):

@@ -14,7 +14,7 @@ from jax import lax
 from jax.test_util import check_grads
 
 import jaxconv
-from tests.helpers import jit_fast_compile, rel_err
+from tests.helpers import jit_fast_compile, rel_err, value_and_grads
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -156,13 +156,6 @@ def torch_conv_transpose(x, w, b, cot, *, layout, **cfg):
     return _from_nchw(y.detach().numpy(), layout), grads
 
 
-def _value_and_grads(conv, x, w, b, cot, cfg):
-    def loss(x, w, b):
-        return jnp.vdot(cot, conv(x, w, b, **cfg))
-
-    return conv(x, w, b, **cfg), jax.grad(loss, argnums=(0, 1, 2))(x, w, b)
-
-
 @functools.partial(jit_fast_compile, static_argnames=("cfg", "naive"))
 def _jaxconv_and_references(x, w, b, cot, cfg, naive=True):
     """Output and gradients of jaxconv, then of each JAX reference: one compilation."""
@@ -172,7 +165,7 @@ def _jaxconv_and_references(x, w, b, cot, cfg, naive=True):
         convs.append(naive_conv_transpose)
     if naive and cfg["groups"] == 1:
         convs.append(lax_conv_transpose)
-    return [_value_and_grads(conv, x, w, b, cot, cfg) for conv in convs]
+    return [value_and_grads(conv, x, w, b, cot, cfg) for conv in convs]
 
 
 def _operands(seed, batch, c_in, c_out, hw, khw, groups, layout):
@@ -309,9 +302,9 @@ def test_second_order_gradients_numerically():
 
 def test_float32_matches_float64():
     x, w, b, cot, cfg = _setup("groups2")
-    y64, grads64 = _value_and_grads(jaxconv.conv_transpose2d, x, w, b, cot, cfg)
+    y64, grads64 = value_and_grads(jaxconv.conv_transpose2d, x, w, b, cot, cfg)
     as32 = [a.astype(jnp.float32) for a in (x, w, b, cot)]
-    y32, grads32 = _value_and_grads(jaxconv.conv_transpose2d, *as32, cfg)
+    y32, grads32 = value_and_grads(jaxconv.conv_transpose2d, *as32, cfg)
     assert y32.dtype == jnp.float32 and rel_err(y32, y64) <= 1e-5
     for lo, hi in zip(grads32, grads64):
         assert lo.dtype == jnp.float32 and rel_err(lo, hi) <= 1e-5
