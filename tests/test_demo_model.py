@@ -20,8 +20,8 @@ def test_shapes(size, n_params):
 
 
 def test_max_pool_by_hand():
-    x = jnp.arange(16.0).reshape(1, 1, 4, 4)
-    np.testing.assert_array_equal(model.max_pool_2x2(x)[0, 0], [[5.0, 7.0], [13.0, 15.0]])
+    x = jnp.arange(16.0).reshape(1, 4, 4, 1)  # NHWC
+    np.testing.assert_array_equal(model.max_pool_2x2(x)[0, :, :, 0], [[5.0, 7.0], [13.0, 15.0]])
 
 
 @pytest.mark.parametrize("size", [8, 28])
