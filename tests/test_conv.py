@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 import jaxconv
+from jaxconv._src import conv as conv_impl
+from jaxconv._src import geometry
 from tests.helpers import (
     jit_fast_compile,
     lax_conv2d,
@@ -185,6 +187,107 @@ def test_public_grad_functions_match_vjp_of_xla(case, layout):
     assert rel_err(jaxconv.conv2d_grad_input(g, w, x.shape, **cfg), dx) <= GRAD_TOL
     assert rel_err(jaxconv.conv2d_grad_kernel(x, g, w.shape, **cfg), dw) <= GRAD_TOL
     assert rel_err(jaxconv.conv2d_grad_bias(g, layout=layout), db) <= GRAD_TOL
+
+
+# --- Evaluation a few images at a time (conv._map_over_images / _sum_over_images). ----------
+# The cases above are too small to be split; these force chunks by shrinking the chunk size.
+# (batch, C, O, (H, W), (kh, kw), stride, padding, dilation, groups): forms of the forward
+CHUNK_CASES = {
+    "gemm": (5, 8, 6, (9, 8), (3, 3), 2, "SAME", 1, 1),  # C·kh·kw = 72: one GEMM per row
+    "grouped-gemm": (5, 12, 6, (7, 7), (3, 3), 1, ((1, 0), (2, 1)), (1, 2), 2),
+    "shallow": (5, 3, 4, (8, 9), (3, 3), (1, 2), "VALID", 1, 1),  # 27 terms: fused sum
+    "depthwise": (5, 4, 8, (9, 8), (3, 3), 1, "SAME", 2, 4),
+}
+
+
+@pytest.fixture
+def images_per_chunk(request, monkeypatch):
+    """Sets the chunk size to `request.param` images of the case's output and clears the
+    compiled programs (the size is read when a program is traced)."""
+
+    def set_for(out_hw):
+        monkeypatch.setattr(conv_impl, "_CHUNK_POSITIONS", request.param * out_hw[0] * out_hw[1])
+        jax.clear_caches()
+
+    yield set_for
+    jax.clear_caches()
+
+
+def _chunk_setup(case, layout):
+    batch, c, o, hw, khw, stride, padding, dilation, groups = CHUNK_CASES[case]
+    x_shape, w_shape = operand_shapes(
+        batch=batch, c=c, o=o, hw=hw, khw=khw, groups=groups, layout=layout
+    )
+    x, w, b = random_operands(3, x_shape, w_shape, o)
+    cfg = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, layout=layout)
+    return x, w, b, cfg
+
+
+@pytest.mark.parametrize("images_per_chunk", [1, 2, 3], indirect=True)
+@pytest.mark.parametrize("case", CHUNK_CASES)
+def test_chunked_evaluation_matches_xla(case, images_per_chunk):
+    # 5 images: chunks of 1 (five), 2 (two and a remainder of 1), 3 (one and a remainder of 2).
+    layout = "NHWC" if case in ("gemm", "depthwise") else "NCHW"
+    x, w, b, cfg = _chunk_setup(case, layout)
+    z_lax = lax_conv2d(x, w, b, **cfg)
+    out_hw = z_lax.shape[1:3] if layout == "NHWC" else z_lax.shape[2:]
+    images_per_chunk(out_hw)
+    # The chunked forms are the ones traced: a loop over chunks (scan) appears.
+    loss = lambda x, w: jnp.sum(jaxconv.conv2d(x, w, **cfg))  # noqa: E731
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, w))
+    assert "scan" in jaxpr
+    assert rel_err(jaxconv.conv2d(x, w, b, **cfg), z_lax) <= FWD_TOL
+    cot = jnp.asarray(np.random.default_rng(4).standard_normal(z_lax.shape))
+    manual = loss_grads(jaxconv.conv2d, x, w, b, cot, **cfg)
+    auto = loss_grads(lax_conv2d, x, w, b, cot, **cfg)
+    for name, m, a in zip("xwb", manual, auto):
+        assert m.shape == a.shape and rel_err(m, a) <= GRAD_TOL, name
+
+
+@pytest.mark.parametrize("images_per_chunk", [2], indirect=True)
+def test_chunked_evaluation_under_vmap_and_second_order(images_per_chunk):
+    x, w, b, cfg = _chunk_setup("gemm", "NCHW")
+    images_per_chunk(lax_conv2d(x, w, b, **cfg).shape[2:])
+
+    def inner_norm(conv):
+        def f(x, w):
+            gx = jax.grad(lambda x: jnp.sum(jnp.sin(conv(x, w, b, **cfg))))(x)
+            return jnp.sum(gx**2)
+
+        return jax.grad(f, argnums=(0, 1))(x, w)
+
+    for m, a in zip(inner_norm(jaxconv.conv2d), inner_norm(lax_conv2d)):
+        assert rel_err(m, a) <= GRAD_TOL
+    ws = jnp.stack([w, -w, 0.5 * w])
+    grads = jax.vmap(jax.grad(lambda w: jnp.sum(jaxconv.conv2d(x, w, b, **cfg) ** 2)))(ws)
+    expected = jax.vmap(jax.grad(lambda w: jnp.sum(lax_conv2d(x, w, b, **cfg) ** 2)))(ws)
+    assert rel_err(grads, expected) <= GRAD_TOL
+
+
+@pytest.mark.parametrize(
+    "n, positions, out_hw, expected",
+    [
+        (128, 6144, (24, 24), 8),  # 10.7 images nearest 11; 8 is the largest divisor >= 6
+        (32, 6144, (56, 56), 2),  # 1.96 -> 2
+        (5, 30, (2, 5), 3),  # no divisor of 5 in [2, 3]: chunks of 3 and a remainder
+        (4, 6144, (8, 8), 4),  # the whole batch fits: no chunks
+        (7, 10, (56, 56), 1),  # one image is more than the target: still one image
+        (0, 6144, (8, 8), 1),
+    ],
+)
+def test_images_per_chunk(monkeypatch, n, positions, out_hw, expected):
+    monkeypatch.setattr(conv_impl, "_CHUNK_POSITIONS", positions)
+    geom = geometry.conv_geometry(
+        "test",
+        (n, *out_hw, 1),
+        (1, 1, 1, 1),
+        stride=1,
+        padding="VALID",
+        dilation=1,
+        groups=1,
+        layout="NHWC",
+    )
+    assert conv_impl._images_per_chunk(n, geom) == expected
 
 
 def test_jit_does_not_retrace_for_same_shapes():
