@@ -189,6 +189,20 @@ def test_public_grad_functions_match_vjp_of_xla(case, layout):
     assert rel_err(jaxconv.conv2d_grad_bias(g, layout=layout), db) <= GRAD_TOL
 
 
+def _assert_grad_of_grad_matches_xla(x, w, b, cfg):
+    """Gradients of |∂/∂x Σ sin(conv(x, w, b))|² w.r.t. (x, w): jaxconv's rules vs XLA's."""
+
+    def inner_norm(conv):
+        def f(x, w):
+            gx = jax.grad(lambda x: jnp.sum(jnp.sin(conv(x, w, b, **cfg))))(x)
+            return jnp.sum(gx**2)
+
+        return jax.grad(f, argnums=(0, 1))(x, w)
+
+    for m, a in zip(inner_norm(jaxconv.conv2d), inner_norm(lax_conv2d)):
+        assert rel_err(m, a) <= GRAD_TOL
+
+
 # --- Evaluation a few images at a time (conv._map_over_images / _sum_over_images). ----------
 # The cases above are too small to be split; these force chunks by shrinking the chunk size.
 # (batch, C, O, (H, W), (kh, kw), stride, padding, dilation, groups): forms of the forward
@@ -249,15 +263,7 @@ def test_chunked_evaluation_under_vmap_and_second_order(images_per_chunk):
     x, w, b, cfg = _chunk_setup("gemm", "NCHW")
     images_per_chunk(lax_conv2d(x, w, b, **cfg).shape[2:])
 
-    def inner_norm(conv):
-        def f(x, w):
-            gx = jax.grad(lambda x: jnp.sum(jnp.sin(conv(x, w, b, **cfg))))(x)
-            return jnp.sum(gx**2)
-
-        return jax.grad(f, argnums=(0, 1))(x, w)
-
-    for m, a in zip(inner_norm(jaxconv.conv2d), inner_norm(lax_conv2d)):
-        assert rel_err(m, a) <= GRAD_TOL
+    _assert_grad_of_grad_matches_xla(x, w, b, cfg)
     ws = jnp.stack([w, -w, 0.5 * w])
     grads = jax.vmap(jax.grad(lambda w: jnp.sum(jaxconv.conv2d(x, w, b, **cfg) ** 2)))(ws)
     expected = jax.vmap(jax.grad(lambda w: jnp.sum(lax_conv2d(x, w, b, **cfg) ** 2)))(ws)
@@ -321,15 +327,7 @@ def test_vmap_matches_batched_call():
 def test_grad_of_grad_matches_xla():
     x, w, b, cfg = _setup("stride3-same-lower-dil2", "NCHW")
 
-    def inner_norm(conv):
-        def f(x, w):
-            gx = jax.grad(lambda x: jnp.sum(jnp.sin(conv(x, w, b, **cfg))))(x)
-            return jnp.sum(gx**2)
-
-        return jax.grad(f, argnums=(0, 1))(x, w)
-
-    for m, a in zip(inner_norm(jaxconv.conv2d), inner_norm(lax_conv2d)):
-        assert rel_err(m, a) <= GRAD_TOL
+    _assert_grad_of_grad_matches_xla(x, w, b, cfg)
 
 
 def test_hessian_matches_xla():
