@@ -190,7 +190,7 @@ def _row_kernel_grad(windows: list[jax.Array], g: jax.Array, groups: int, acc) -
 # --- Evaluation a few images at a time. ----------------------------------------------------
 # The GEMM forms build kw windows per kernel row; over a whole batch they reach tens of MB,
 # fall out of cache and come back as fresh pages on every call. A chunk of images with about
-# this many output positions keeps them in cache: 2–3× faster (B–E, NHWC, this machine).
+# this many output positions keeps them in cache: 1.5–5× faster per pass (B–E, this machine).
 _CHUNK_POSITIONS = 6144
 
 
