@@ -203,14 +203,60 @@ def _assert_grad_of_grad_matches_xla(x, w, b, cfg):
         assert rel_err(m, a) <= GRAD_TOL
 
 
+# --- The two evaluations of each rule (conv._is_shallow) ----------------------------------
+# Most CASES are shallow (kh·kw·C/G <= 36) and take the fused / whole-batch forms; these
+# force every case through the GEMM forms, and every one through the shallow forms.
+# (Cases with C/G = 1 are always shallow or depthwise.)
+@pytest.fixture(params=["gemm", "shallow"])
+def forced_form(request, monkeypatch):
+    depth = 0 if request.param == "gemm" else 10**6
+    monkeypatch.setattr(conv_impl, "_SHALLOW_MAX_DEPTH", depth)
+    jax.clear_caches()  # the depth is read when a program is traced
+    yield request.param
+    jax.clear_caches()
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", CASES)
+def test_both_forms_match_xla(case, layout, forced_form):
+    x, w, b, cfg = _setup(case, layout)
+    z_lax = lax_conv2d(x, w, b, **cfg)
+    assert rel_err(jaxconv.conv2d(x, w, b, **cfg), z_lax) <= FWD_TOL
+    cot = jnp.asarray(np.random.default_rng(1).standard_normal(z_lax.shape))
+    manual = loss_grads(jaxconv.conv2d, x, w, b, cot, **cfg)
+    auto = loss_grads(lax_conv2d, x, w, b, cot, **cfg)
+    for name, m, a in zip("xwb", manual, auto):
+        assert m.shape == a.shape and rel_err(m, a) <= GRAD_TOL, name
+
+
+def test_forms_are_chosen_by_depth():
+    def geom(c, o, groups, khw=(3, 3)):
+        return geometry.conv_geometry(
+            "test",
+            (1, c, 9, 9),
+            (o, c // groups, *khw),
+            stride=1,
+            padding="VALID",
+            dilation=1,
+            groups=groups,
+            layout="NCHW",
+        )
+
+    assert conv_impl._is_shallow(geom(4, 8, 1))  # 36 terms
+    assert not conv_impl._is_shallow(geom(5, 8, 1))  # 45
+    assert conv_impl._is_shallow(geom(8, 8, 2))  # 36 per group
+    assert conv_impl._is_shallow(geom(8, 8, 8, khw=(7, 7)))  # depthwise, 49 terms
+    assert conv_impl._is_depthwise(geom(8, 16, 8))
+    assert not conv_impl._is_depthwise(geom(1, 16, 1))  # one group: a contraction over O
+
+
 # --- Evaluation a few images at a time (conv._map_over_images / _sum_over_images). ----------
 # The cases above are too small to be split; these force chunks by shrinking the chunk size.
-# (batch, C, O, (H, W), (kh, kw), stride, padding, dilation, groups): forms of the forward
+# (batch, C, O, (H, W), (kh, kw), stride, padding, dilation, groups)
 CHUNK_CASES = {
     "gemm": (5, 8, 6, (9, 8), (3, 3), 2, "SAME", 1, 1),  # C·kh·kw = 72: one GEMM per row
     "grouped-gemm": (5, 12, 6, (7, 7), (3, 3), 1, ((1, 0), (2, 1)), (1, 2), 2),
-    "shallow": (5, 3, 4, (8, 9), (3, 3), (1, 2), "VALID", 1, 1),  # 27 terms: fused sum
-    "depthwise": (5, 4, 8, (9, 8), (3, 3), 1, "SAME", 2, 4),
+    "depthwise": (5, 4, 8, (9, 8), (3, 3), 1, "SAME", 2, 4),  # ∂L/∂W by chunks
 }
 
 
@@ -238,10 +284,10 @@ def _chunk_setup(case, layout):
 
 
 @pytest.mark.parametrize("images_per_chunk", [1, 2, 3], indirect=True)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("case", CHUNK_CASES)
-def test_chunked_evaluation_matches_xla(case, images_per_chunk):
+def test_chunked_evaluation_matches_xla(case, layout, images_per_chunk):
     # 5 images: chunks of 1 (five), 2 (two and a remainder of 1), 3 (one and a remainder of 2).
-    layout = "NHWC" if case in ("gemm", "depthwise") else "NCHW"
     x, w, b, cfg = _chunk_setup(case, layout)
     z_lax = lax_conv2d(x, w, b, **cfg)
     out_hw = z_lax.shape[1:3] if layout == "NHWC" else z_lax.shape[2:]

@@ -63,7 +63,13 @@ def test_make_figures_writes_every_figure(tmp_path):
 def test_linked_functions_exist():
     links = CODE_LINK.findall(TEXT)
     names = {name for name, _ in links}
-    assert {"grad_input_rule", "grad_kernel_rule", "grad_bias_rule", "_row_windows"} <= names
+    assert {
+        "forward_rule",
+        "grad_input_rule",
+        "grad_kernel_rule",
+        "grad_bias_rule",
+        "_tap_window",
+    } <= names
     for name, target in links:
         path = (DOC.parent / target).resolve()
         assert path.is_file(), target

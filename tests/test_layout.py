@@ -27,6 +27,35 @@ def test_input_round_trip(shape, layout, nhwc_shape):
     np.testing.assert_array_equal(lay.from_nhwc(nhwc, layout, len(shape)), a)
 
 
+@pytest.mark.parametrize(
+    "shape, layout, batched_shape",
+    [
+        ((5, 6), "NCHW", (1, 1, 5, 6)),
+        ((5, 6), "NHWC", (1, 5, 6, 1)),
+        ((3, 5, 6), "NCHW", (1, 3, 5, 6)),
+        ((2, 5, 6, 3), "NHWC", (2, 5, 6, 3)),
+    ],
+)
+def test_batched_round_trip_keeps_the_layout(shape, layout, batched_shape):
+    a = jnp.arange(np.prod(shape), dtype=jnp.float32).reshape(shape)
+    batched = lay.to_batched(a, layout, len(shape))
+    assert batched.shape == batched_shape
+    np.testing.assert_array_equal(lay.from_batched(batched, layout, len(shape)), a)
+    np.testing.assert_array_equal(
+        lay.from_channels_last(lay.to_channels_last(batched, layout), layout), batched
+    )
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_along_channels_scales_each_channel(layout):
+    a = jnp.ones((2, 3, 4, 5)) if layout == "NCHW" else jnp.ones((2, 4, 5, 3))
+    scaled = a * lay.along_channels(jnp.array([1.0, 2.0, 3.0]), layout)
+    per_channel = jnp.sum(scaled, axis=(0, 2, 3) if layout == "NCHW" else (0, 1, 2))
+    np.testing.assert_array_equal(per_channel, jnp.array([1.0, 2.0, 3.0]) * 40)
+    assert lay.channel_axis(layout) == (1 if layout == "NCHW" else 3)
+    assert set(lay.spatial_axes(layout)) | {0, lay.channel_axis(layout)} == {0, 1, 2, 3}
+
+
 def test_nchw_element_lands_in_nhwc_position():
     a = jnp.arange(2 * 3 * 4 * 5.0).reshape(2, 3, 4, 5)
     assert lay.to_nhwc(a, "NCHW", 4)[1, 2, 3, 0] == a[1, 0, 2, 3]

@@ -3,8 +3,13 @@
 Equation numbers refer to the derivation in `shared/seed` and `docs/derivation.md`:
 eq. 6 is the forward correlation, eqs. 8/11 the kernel gradient (with the sums over the
 *output* positions), and the "input gradient" equation the full correlation of ∂L/∂Z with
-the rotated kernel. Everything here works on canonical NHWC inputs and HWIO kernels; the
-public functions convert layouts at the boundary (`layout.py`).
+the rotated kernel. The rules take batched arrays in the caller's layout, (N, C, H, W) or
+(N, H, W, C), and HWIO kernels; `layout.py` converts at the boundary.
+
+Each rule has two evaluations of the same sums, chosen by the contraction's depth
+(kh·kw·C/G terms per output): deep ones as GEMMs over a minor channel axis (channels-last,
+a few images at a time), shallow and depthwise ones as fused elementwise or whole-batch
+contractions in the caller's own layout, which need no transposes.
 """
 
 from __future__ import annotations
@@ -27,77 +32,136 @@ def _accumulation_dtype(dtype) -> jnp.dtype:
     return jnp.dtype(jnp.float32) if dtype.itemsize < 4 else dtype
 
 
-def _pad_spatial(x: jax.Array, pads) -> jax.Array:
-    """Zero-pads (or, for negative entries, crops) the H and W axes of an NHWC array.
+# --- Windows and their adjoint. ------------------------------------------------------------
+
+
+def _pad_spatial(x: jax.Array, pads, layout: Layout = "NHWC") -> jax.Array:
+    """Zero-pads (or, for negative entries, crops) the H and W axes of a batched array.
 
     Args:
-      x: (N, H, W, C).
+      x: (N, H, W, C) or, for "NCHW", (N, C, H, W).
       pads: ((lo_h, hi_h[, interior_h]), (lo_w, hi_w[, interior_w])).
+      layout: the layout of `x`.
     """
-    config = [(0, 0, 0)] + [(p[0], p[1], p[2] if len(p) == 3 else 0) for p in pads] + [(0, 0, 0)]
+    config = [(0, 0, 0)] * 4
+    for axis, p in zip(lay.spatial_axes(layout), pads):
+        config[axis] = (p[0], p[1], p[2] if len(p) == 3 else 0)
     return lax.pad(x, jnp.zeros((), x.dtype), config)
 
 
-def _row_windows(x_pad: jax.Array, row: int, geom: ConvGeometry) -> list[jax.Array]:
-    """The windows of one kernel row's taps: the x_{r+a, c+b} of eq. 6 for each b < kw.
+def _tap_window(x_pad: jax.Array, a: int, b: int, geom: ConvGeometry, layout: Layout) -> jax.Array:
+    """Tap (a, b)'s window, the x_{r+a, c+b} of eq. 6: one strided `lax.slice`.
 
-    windows[b][(n, r, c), :] = x_pad[n, a·dh + r·sh, b·dw + c·sw, :] for r < Ho, c < Wo:
-    one strided `lax.slice` of the padded input per tap, its positions flattened.
+    window[n, r, c, :] = x_pad[n, a·dh + r·sh, b·dw + c·sw, :] for r < Ho, c < Wo.
+
+    Args:
+      x_pad: (N, Hp, Wp, C) or (N, C, Hp, Wp), the input after `geom.padding`.
+      a, b: the kernel tap.
+      layout: the layout of `x_pad`.
+
+    Returns:
+      (N, Ho, Wo, C) or (N, C, Ho, Wo).
+    """
+    start, limit, strides = [0] * 4, list(x_pad.shape), [1] * 4
+    for axis, first, extent, step in zip(
+        lay.spatial_axes(layout),
+        (a * geom.dilation[0], b * geom.dilation[1]),
+        geom.window_extent_hw,
+        geom.stride,
+    ):
+        start[axis], limit[axis], strides[axis] = first, first + extent, step
+    return lax.slice(x_pad, start, limit, strides)
+
+
+def _place_taps(received, geom: ConvGeometry, layout: Layout) -> jax.Array:
+    """∂L/∂X from what each tap's window received: the adjoint of `_tap_window`, summed.
+
+    `lax.pad`, the adjoint of the strided slice, spreads a share by stride − 1 interior zeros
+    and puts it back at the tap's start (a·dh, b·dw); the shares add up to ∂L/∂X_pad, and
+    the adjoint of the forward's padding crops what it added and zero-fills what it cropped.
+
+    Args:
+      received: pairs ((a, b), share), share (N, Ho, Wo, C) or (N, C, Ho, Wo).
+      layout: the layout of the shares.
+
+    Returns:
+      (N, H, W, C) or (N, C, H, W).
+    """
+    (hp, wp), (eh, ew) = geom.padded_hw, geom.window_extent_hw
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    dx_pad = sum(
+        _pad_spatial(
+            share,
+            ((a * dh, hp - a * dh - eh, sh - 1), (b * dw, wp - b * dw - ew, sw - 1)),
+            layout,
+        )
+        for (a, b), share in received
+    )
+    return _pad_spatial(dx_pad, tuple((-lo, -hi) for lo, hi in geom.padding), layout)
+
+
+def _taps(geom: ConvGeometry) -> list[tuple[int, int]]:
+    kh, kw = geom.kernel_hw
+    return [(a, b) for a in range(kh) for b in range(kw)]
+
+
+def _split_channels(a: jax.Array, groups: int, layout: Layout) -> jax.Array:
+    """The channel axis of a batched array split into (groups, channels per group)."""
+    axis = lay.channel_axis(layout)
+    return a.reshape(*a.shape[:axis], groups, -1, *a.shape[axis + 1 :])
+
+
+# --- Which evaluation. ---------------------------------------------------------------------
+# Contractions this shallow (kh·kw·C/G terms per output) are far below the machine's GEMM
+# rate as GEMMs (A: 1×3×3, 20 ms as GEMMs, 0.7 ms as fused multiply-adds).
+_SHALLOW_MAX_DEPTH = 36
+
+
+def _is_depthwise(geom: ConvGeometry) -> bool:
+    # One input channel per group, in more than one group: with a single group the sums
+    # over its O outputs are a contraction, which the shallow forms do as one GEMM.
+    return geom.in_channels == geom.groups > 1
+
+
+def _is_shallow(geom: ConvGeometry) -> bool:
+    kh, kw = geom.kernel_hw
+    c_per_group = geom.in_channels // geom.groups
+    return c_per_group == 1 or kh * kw * c_per_group <= _SHALLOW_MAX_DEPTH
+
+
+# --- GEMM forms: channels-last, one contraction per kernel row. -----------------------------
+
+
+def _row_windows(x_pad: jax.Array, row: int, geom: ConvGeometry) -> list[jax.Array]:
+    """The windows of one kernel row's taps, positions flattened: kw arrays (N·Ho·Wo, C).
 
     Args:
       x_pad: (N, Hp, Wp, C), the input after `geom.padding`.
       row: the kernel row a.
-
-    Returns:
-      kw arrays of shape (N·Ho·Wo, C).
     """
-    n, _, _, c = x_pad.shape
-    (eh, ew), (sh, sw), (dh, dw) = geom.window_extent_hw, geom.stride, geom.dilation
-    r0 = row * dh
+    c = x_pad.shape[3]
     return [
-        lax.slice(x_pad, (0, r0, b * dw, 0), (n, r0 + eh, b * dw + ew, c), (1, sh, sw, 1)).reshape(
-            -1, c
-        )
-        for b in range(geom.kernel_hw[1])
+        _tap_window(x_pad, row, b, geom, "NHWC").reshape(-1, c) for b in range(geom.kernel_hw[1])
     ]
 
 
-# Contractions this shallow (kh·kw·C/G terms per output) run as fused multiply-adds: a GEMM
-# with K this small is far below the machine's GEMM rate (A: 1×3×3, 20 ms as GEMMs, 0.7 ms fused).
-_BROADCAST_MAX_DEPTH = 36
-
-
-def _row_forward(
-    windows: list[jax.Array], w_row: jax.Array, groups: int, acc, *, broadcast: bool
-) -> jax.Array:
+def _row_forward(windows: list[jax.Array], w_row: jax.Array, groups: int, acc) -> jax.Array:
     """One kernel row's term of eq. 6: Σ_{b, i} windows[b][m, g·Cg + i]·w_row[b, i, g·Og + o].
 
     The kw windows side by side make one contraction over kw·C/G channels: a better-shaped
-    GEMM than kw of depth C/G. With `broadcast` (depthwise, or a shallow contraction) each
-    term is instead a column of the window times a row of the kernel, all in one fused sum.
+    GEMM than kw of depth C/G.
 
     Args:
       windows: kw arrays (M, C), from `_row_windows`.
       w_row: (kw, C//G, O), the kernel's row a.
       groups: G.
       acc: accumulation dtype.
-      broadcast: sum the kw·C/G outer products elementwise instead of one GEMM.
 
     Returns:
       (M, O) in `acc`.
     """
     kw, c_per_group, o = w_row.shape
     m, c = windows[0].shape
-    if broadcast:
-        # Input channel g·Cg + i feeds outputs g·Og .. g·Og + Og − 1 through w_row[b, i].
-        return sum(
-            jnp.broadcast_to(
-                window[:, i::c_per_group].astype(acc)[:, :, None], (m, groups, o // groups)
-            ).reshape(m, o)
-            * w_tap[i].astype(acc)
-            for window, w_tap in zip(windows, w_row)
-            for i in range(c_per_group)
-        )
     if groups == 1:
         return jnp.dot(
             jnp.concatenate(windows, axis=1), w_row.reshape(kw * c, o), preferred_element_type=acc
@@ -133,14 +197,6 @@ def _row_backward(g: jax.Array, w_row: jax.Array, groups: int, acc) -> list[jax.
             preferred_element_type=acc,
         )
         return jnp.split(out, kw, axis=1)
-    if c_per_group == 1:
-        received = []
-        for w_tap in w_row:
-            out = g.astype(acc) * w_tap.astype(acc).reshape(o)
-            if o > groups:  # a channel multiplier: sum each input channel's O/G products
-                out = jnp.sum(out.reshape(m, groups, o // groups), axis=2)
-            received.append(out)
-        return received
     out = lax.dot_general(
         g.reshape(m, groups, o // groups),
         w_row.reshape(kw, c_per_group, groups, o // groups),
@@ -170,14 +226,6 @@ def _row_kernel_grad(windows: list[jax.Array], g: jax.Array, groups: int, acc) -
             preferred_element_type=acc,
         )
         return dw.reshape(kw, c, o)
-    if c == groups:
-        # Depthwise: per-channel sums of products, one fused multiply-and-reduce per tap.
-        return jnp.stack(
-            [
-                jnp.sum(jnp.repeat(window.astype(acc), o // groups, axis=1) * g.astype(acc), axis=0)
-                for window in windows
-            ]
-        ).reshape(kw, 1, o)
     dw = lax.dot_general(
         jnp.stack(windows, axis=1).reshape(m, kw, groups, c // groups),
         g.reshape(m, groups, o // groups),
@@ -185,6 +233,148 @@ def _row_kernel_grad(windows: list[jax.Array], g: jax.Array, groups: int, acc) -
         preferred_element_type=acc,
     )  # (G, kw, Cg, Og)
     return dw.transpose(1, 2, 0, 3).reshape(kw, c // groups, o)
+
+
+def _forward_rows(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """Eq. 6 as GEMMs, on (N, H, W, C) images: the sum of `_row_forward` over rows."""
+    acc = _accumulation_dtype(x.dtype)
+    x_pad = _pad_spatial(x, geom.padding)
+    z = sum(
+        _row_forward(_row_windows(x_pad, a, geom), w[a], geom.groups, acc)
+        for a in range(geom.kernel_hw[0])
+    )
+    return z.reshape(x.shape[0], *geom.out_hw, geom.out_channels)
+
+
+def _grad_input_rows(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """The input-gradient equation as GEMMs, on (N, Ho, Wo, O) images of ∂L/∂Z."""
+    acc = _accumulation_dtype(g.dtype)
+    g_rows = g.reshape(-1, geom.out_channels)
+    received = (
+        ((a, b), share.reshape(g.shape[0], *geom.out_hw, geom.in_channels))
+        for a in range(geom.kernel_hw[0])
+        for b, share in enumerate(_row_backward(g_rows, w[a], geom.groups, acc))
+    )
+    return _place_taps(received, geom, "NHWC")
+
+
+def _grad_kernel_rows(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """Eq. 8 as GEMMs, summed over the (N, H, W, C) images of `x` and `g`."""
+    acc = _accumulation_dtype(x.dtype)
+    x_pad = _pad_spatial(x, geom.padding)
+    g_rows = g.reshape(-1, geom.out_channels)
+    return jnp.stack(
+        [
+            _row_kernel_grad(_row_windows(x_pad, a, geom), g_rows, geom.groups, acc)
+            for a in range(geom.kernel_hw[0])
+        ]
+    )
+
+
+# --- Shallow and depthwise forms: in the caller's layout, no transposes. ----------------------
+
+
+def _forward_fused(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """Eq. 6 as one fused sum of kh·kw·C/G products, each a window channel times a kernel row.
+
+    z[n, :, :, g·Og + o] = Σ_{a, b, i} window_ab[n, :, :, g·Cg + i]·w[a, b, i, g·Og + o]:
+    input channel g·Cg + i is repeated over its group's Og outputs and scaled by w[a, b, i].
+    """
+    layout, axis = geom.layout, lay.channel_axis(geom.layout)
+    acc = _accumulation_dtype(x.dtype)
+    c_per_group, out_per_group = w.shape[2], geom.out_channels // geom.groups
+    x_pad = _pad_spatial(x, geom.padding, layout)
+    return sum(
+        jnp.repeat(lax.slice_in_dim(window, i, None, c_per_group, axis), out_per_group, axis)
+        * lay.along_channels(w[a, b, i].astype(acc), layout)
+        for a, b in _taps(geom)
+        for window in [_tap_window(x_pad, a, b, geom, layout).astype(acc)]
+        for i in range(c_per_group)
+    )
+
+
+def _grad_input_depthwise(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """The input-gradient equation for C/G = 1: each tap's share is ∂L/∂Z·w[a, b] per channel,
+    summed over the group's Og outputs."""
+    layout, axis = geom.layout, lay.channel_axis(geom.layout)
+    g = g.astype(_accumulation_dtype(g.dtype))
+
+    def received(a, b):
+        share = g * lay.along_channels(w[a, b, 0].astype(g.dtype), layout)
+        if geom.out_channels > geom.groups:  # a channel multiplier
+            share = jnp.sum(_split_channels(share, geom.groups, layout), axis=axis + 1)
+        return share
+
+    return _place_taps((((a, b), received(a, b)) for a, b in _taps(geom)), geom, layout)
+
+
+def _grad_kernel_depthwise(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """Eq. 8 for C/G = 1: per output channel, the sum over positions of window·∂L/∂Z, one
+    fused multiply-and-reduce per tap."""
+    layout, axis = geom.layout, lay.channel_axis(geom.layout)
+    acc = _accumulation_dtype(x.dtype)
+    positions = tuple(d for d in range(4) if d != axis)
+    x_pad = _pad_spatial(x.astype(acc), geom.padding, layout)
+    repeats = geom.out_channels // geom.groups
+    dw = [
+        jnp.sum(
+            jnp.repeat(_tap_window(x_pad, a, b, geom, layout), repeats, axis) * g.astype(acc),
+            axis=positions,
+        )
+        for a, b in _taps(geom)
+    ]
+    return jnp.stack(dw).reshape(*geom.kernel_hw, 1, geom.out_channels)
+
+
+def _grad_input_shallow(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """The input-gradient equation as one contraction over each group's Og channels:
+
+    received[a, b][n, r, c, g·Cg + i] = Σ_o ∂L/∂z[n, r, c, g·Og + o]·w[a, b, i, g·Og + o],
+    for all taps at once (kh·kw·C/G rows), then put back by `_place_taps`.
+    """
+    layout, axis = geom.layout, lay.channel_axis(geom.layout)
+    kh, kw, c_per_group, o = w.shape
+    out_per_group = o // geom.groups
+    # One contraction per group; a shallow grouped conv has few groups of few channels.
+    received = jnp.concatenate(
+        [
+            lax.dot_general(
+                w[..., k * out_per_group : (k + 1) * out_per_group].reshape(-1, out_per_group),
+                lax.slice_in_dim(g, k * out_per_group, (k + 1) * out_per_group, axis=axis),
+                (((1,), (axis,)), ((), ())),
+                preferred_element_type=_accumulation_dtype(g.dtype),
+            ).reshape(kh * kw, c_per_group, g.shape[0], *geom.out_hw)
+            for k in range(geom.groups)
+        ],
+        axis=1,
+    )  # (kh·kw, C, N, Ho, Wo)
+    order = (1, 0, 2, 3) if layout == "NCHW" else (1, 2, 3, 0)
+    return _place_taps(
+        (((a, b), received[a * kw + b].transpose(order)) for a, b in _taps(geom)), geom, layout
+    )
+
+
+def _grad_kernel_shallow(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """Eq. 8 as one contraction over the positions (N, Ho, Wo) of all taps' windows at once,
+    per group."""
+    layout, axis = geom.layout, lay.channel_axis(geom.layout)
+    c_per_group, out_per_group = geom.in_channels // geom.groups, geom.out_channels // geom.groups
+    x_pad = _pad_spatial(x, geom.padding, layout)
+    windows = jnp.stack([_tap_window(x_pad, a, b, geom, layout) for a, b in _taps(geom)])
+    positions = tuple(d for d in range(4) if d != axis)
+    dw = jnp.concatenate(
+        [
+            lax.dot_general(
+                lax.slice_in_dim(windows, k * c_per_group, (k + 1) * c_per_group, axis=axis + 1),
+                lax.slice_in_dim(g, k * out_per_group, (k + 1) * out_per_group, axis=axis),
+                ((tuple(d + 1 for d in positions), positions), ((), ())),
+                preferred_element_type=_accumulation_dtype(x.dtype),
+            )  # (kh·kw, Cg, Og)
+            for k in range(geom.groups)
+        ],
+        axis=2,
+    )
+    return dw.reshape(*geom.kernel_hw, c_per_group, geom.out_channels)
 
 
 # --- Evaluation a few images at a time. ----------------------------------------------------
@@ -238,39 +428,33 @@ def _sum_over_images(fn, arrays: tuple[jax.Array, ...], size: int) -> jax.Array:
     return total if rest is None else total + fn(*rest)
 
 
-def _forward_nhwc(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
-    """Z = pad(X) ⋆ W (eq. 6), one kernel row at a time.
+# --- The rules. ----------------------------------------------------------------------------
+
+
+def forward_rule(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """Z = pad(X) ⋆ W (eq. 6).
 
     z[n, r, c, g·Og + o] = Σ_{a, b} Σ_i x_pad[n, r·sh + a·dh, c·sw + b·dw, g·Cg + i]
                                         · w[a, b, i, g·Og + o]
 
-    Each image's Z depends on that image alone: the GEMM form runs a chunk of images at a
-    time (`_map_over_images`); the fused broadcast form runs on the whole batch.
+    Shallow and depthwise contractions as one fused sum in the caller's layout
+    (`_forward_fused`); deep ones as one GEMM per kernel row, channels-last, a chunk of
+    images at a time (each image's Z depends on that image alone).
 
     Args:
-      x: (N, H, W, C).
+      x: (N, C, H, W) or (N, H, W, C), as `geom.layout`.
       w: (kh, kw, C//G, O).
       geom: the geometry.
 
     Returns:
-      (N, Ho, Wo, O) in the accumulation dtype (f32 for half-precision inputs).
+      (N, O, Ho, Wo) or (N, Ho, Wo, O), in the accumulation dtype (f32 for half precision).
     """
-    kh, kw, c_per_group, _ = w.shape
-    if c_per_group == 1 or kh * kw * c_per_group <= _BROADCAST_MAX_DEPTH:
-        return _forward_rows(x, w, geom, broadcast=True)
-    forward = functools.partial(_forward_rows, w=w, geom=geom, broadcast=False)
-    return _map_over_images(forward, (x,), _images_per_chunk(x.shape[0], geom))
-
-
-def _forward_rows(x: jax.Array, w: jax.Array, geom: ConvGeometry, broadcast: bool) -> jax.Array:
-    """`_forward_nhwc` on the images of `x` at once: the sum of `_row_forward` over rows."""
-    acc = _accumulation_dtype(x.dtype)
-    x_pad = _pad_spatial(x, geom.padding)
-    z = sum(
-        _row_forward(_row_windows(x_pad, a, geom), w[a], geom.groups, acc, broadcast=broadcast)
-        for a in range(geom.kernel_hw[0])
-    )
-    return z.reshape(x.shape[0], *geom.out_hw, geom.out_channels)
+    if _is_shallow(geom):
+        return _forward_fused(x, w, geom)
+    x = lay.to_channels_last(x, geom.layout)
+    forward = functools.partial(_forward_rows, w=w, geom=geom)
+    z = _map_over_images(forward, (x,), _images_per_chunk(x.shape[0], geom))
+    return lay.from_channels_last(z, geom.layout)
 
 
 def grad_input_rule(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
@@ -286,42 +470,27 @@ def grad_input_rule(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array
     where only integer quotients inside Z contribute; then ∂L/∂X is ∂L/∂X_pad with the
     forward padding cropped off (a forward crop, negative padding, becomes zero rows).
     Evaluated tap by tap: tap (a, b)'s term ∂L/∂Z·w[a, b]ᵀ goes back where the forward's
-    strided slice read it: `lax.pad` (the adjoint of the strided slice) spreads it by
-    stride − 1 interior zeros and places it at the tap's start (a·dh, b·dw). Summed over
-    the taps, in one fused pass, this is the full correlation above without multiplying
-    the zeros.
+    strided slice read it (`_place_taps`). Summed over the taps, in one fused pass, this is
+    the full correlation above without multiplying the zeros. The terms are GEMMs per
+    kernel row (deep, channels-last, by chunks of images), one contraction for all taps
+    (shallow) or products per channel (depthwise).
 
     Args:
-      g: ∂L/∂Z, (N, Ho, Wo, O).
+      g: ∂L/∂Z, (N, O, Ho, Wo) or (N, Ho, Wo, O), as `geom.layout`.
       w: (kh, kw, C//G, O).
       geom: the forward's geometry.
 
     Returns:
-      ∂L/∂X, (N, H, W, C), in the accumulation dtype.
+      ∂L/∂X, (N, C, H, W) or (N, H, W, C), in the accumulation dtype.
     """
-    if geom.in_channels // geom.groups == 1:  # depthwise: one fused elementwise pass
-        return _grad_input_rows(g, w, geom)
+    if _is_depthwise(geom):
+        return _grad_input_depthwise(g, w, geom)
+    if _is_shallow(geom):
+        return _grad_input_shallow(g, w, geom)
+    g = lay.to_channels_last(g, geom.layout)
     grad_input = functools.partial(_grad_input_rows, w=w, geom=geom)
-    return _map_over_images(grad_input, (g,), _images_per_chunk(g.shape[0], geom))
-
-
-def _grad_input_rows(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
-    """`grad_input_rule` on the images of `g` at once."""
-    acc = _accumulation_dtype(g.dtype)
-    n, kh = g.shape[0], geom.kernel_hw[0]
-    (hp, wp), (eh, ew) = geom.padded_hw, geom.window_extent_hw
-    (sh, sw), (dh, dw) = geom.stride, geom.dilation
-    g_rows = g.reshape(-1, geom.out_channels)
-    dx_pad = 0
-    for a in range(kh):
-        received = _row_backward(g_rows, w[a], geom.groups, acc)
-        for b, share in enumerate(received):
-            rows = (a * dh, hp - a * dh - eh, sh - 1)
-            cols = (b * dw, wp - b * dw - ew, sw - 1)
-            share = share.reshape(n, *geom.out_hw, geom.in_channels)
-            dx_pad = dx_pad + _pad_spatial(share, (rows, cols))
-    # The adjoint of the forward's padding: crop what it added, zero-fill what it cropped.
-    return _pad_spatial(dx_pad, tuple((-lo, -hi) for lo, hi in geom.padding))
+    dx = _map_over_images(grad_input, (g,), _images_per_chunk(g.shape[0], geom))
+    return lay.from_channels_last(dx, geom.layout)
 
 
 def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
@@ -331,44 +500,39 @@ def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arra
                                           · x_pad[n, r·sh + a·dh, c·sw + b·dw, g·Cg + i]:
     the forward's stride becomes the step of the correlation and its dilation the spacing
     of the kernel taps. r and c run over the output rows and columns (Ho, Wo), not over the
-    kernel's k1, k2 as eqs. 7–8 of the seed misprint. One contraction per kernel row, over
-    the same strided windows the forward reads.
+    kernel's k1, k2 as eqs. 7–8 of the seed misprint. Contractions over the same strided
+    windows the forward reads: per kernel row (deep, channels-last, summed over chunks of
+    images), all taps at once (shallow), or multiply-and-reduce per channel (depthwise,
+    summed over chunks of images).
 
     Args:
-      x: (N, H, W, C).
-      g: ∂L/∂Z, (N, Ho, Wo, O).
+      x: (N, C, H, W) or (N, H, W, C), as `geom.layout`.
+      g: ∂L/∂Z, (N, O, Ho, Wo) or (N, Ho, Wo, O).
       geom: the forward's geometry.
 
     Returns:
       ∂L/∂W, (kh, kw, C//G, O), in the accumulation dtype.
     """
-    grad_kernel = functools.partial(_grad_kernel_rows, geom=geom)
-    return _sum_over_images(grad_kernel, (x, g), _images_per_chunk(x.shape[0], geom))
+    chunk = _images_per_chunk(x.shape[0], geom)
+    if _is_depthwise(geom):
+        return _sum_over_images(functools.partial(_grad_kernel_depthwise, geom=geom), (x, g), chunk)
+    if _is_shallow(geom):
+        return _grad_kernel_shallow(x, g, geom)
+    x, g = lay.to_channels_last(x, geom.layout), lay.to_channels_last(g, geom.layout)
+    return _sum_over_images(functools.partial(_grad_kernel_rows, geom=geom), (x, g), chunk)
 
 
-def _grad_kernel_rows(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
-    """`grad_kernel_rule` summed over the images of `x` and `g` at once."""
-    acc = _accumulation_dtype(x.dtype)
-    x_pad = _pad_spatial(x, geom.padding)
-    g_rows = g.reshape(-1, geom.out_channels)
-    return jnp.stack(
-        [
-            _row_kernel_grad(_row_windows(x_pad, a, geom), g_rows, geom.groups, acc)
-            for a in range(geom.kernel_hw[0])
-        ]
-    )
-
-
-def grad_bias_rule(g: jax.Array) -> jax.Array:
+def grad_bias_rule(g: jax.Array, layout: Layout) -> jax.Array:
     """∂L/∂b[o] = Σ_{n, r, c} ∂L/∂z[n, r, c, o]: each bias feeds every output position.
 
     Args:
-      g: ∂L/∂Z, (N, Ho, Wo, O).
+      g: ∂L/∂Z, (N, O, Ho, Wo) or (N, Ho, Wo, O), as `layout`.
 
     Returns:
       (O,), in the accumulation dtype.
     """
-    return jnp.sum(g, axis=(0, 1, 2), dtype=_accumulation_dtype(g.dtype))
+    positions = tuple(d for d in range(4) if d != lay.channel_axis(layout))
+    return jnp.sum(g, axis=positions, dtype=_accumulation_dtype(g.dtype))
 
 
 # --- The custom_vjp, in the caller's layout. ---------------------------------------------
@@ -376,10 +540,10 @@ def grad_bias_rule(g: jax.Array) -> jax.Array:
 
 def _forward(x: jax.Array, w: jax.Array, b: jax.Array | None, geom: ConvGeometry) -> jax.Array:
     rank, layout = geom.input_rank, geom.layout
-    z = _forward_nhwc(lay.to_nhwc(x, layout, rank), lay.kernel_to_hwio(w, layout, rank), geom)
+    z = forward_rule(lay.to_batched(x, layout, rank), lay.kernel_to_hwio(w, layout, rank), geom)
     if b is not None:
-        z = z + b.astype(z.dtype)
-    return lay.from_nhwc(z.astype(x.dtype), layout, rank)
+        z = z + lay.along_channels(b.astype(z.dtype), layout)
+    return lay.from_batched(z.astype(x.dtype), layout, rank)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -396,13 +560,13 @@ def _conv2d_fwd(x, w, b, geom):
 def _conv2d_bwd(geom, residuals, g):
     x, w, b = residuals
     rank, layout = geom.input_rank, geom.layout
-    g_nhwc = lay.to_nhwc(g, layout, rank)
+    g = lay.to_batched(g, layout, rank)
     w_hwio = lay.kernel_to_hwio(w, layout, rank)
-    dx = grad_input_rule(g_nhwc, w_hwio, geom)
-    dw = grad_kernel_rule(lay.to_nhwc(x, layout, rank), g_nhwc, geom)
-    db = None if b is None else grad_bias_rule(g_nhwc).astype(b.dtype)
+    dx = grad_input_rule(g, w_hwio, geom)
+    dw = grad_kernel_rule(lay.to_batched(x, layout, rank), g, geom)
+    db = None if b is None else grad_bias_rule(g, layout).astype(b.dtype)
     return (
-        lay.from_nhwc(dx.astype(x.dtype), layout, rank),
+        lay.from_batched(dx.astype(x.dtype), layout, rank),
         lay.hwio_to_kernel(dw.astype(w.dtype), layout, rank),
         db,
     )
@@ -417,14 +581,14 @@ _conv2d_jit = jax.jit(_conv2d, static_argnums=(3,))
 @functools.partial(jax.jit, static_argnums=(2,))
 def _grad_input(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
     rank, layout = geom.input_rank, geom.layout
-    dx = grad_input_rule(lay.to_nhwc(g, layout, rank), lay.kernel_to_hwio(w, layout, rank), geom)
-    return lay.from_nhwc(dx.astype(g.dtype), layout, rank)
+    dx = grad_input_rule(lay.to_batched(g, layout, rank), lay.kernel_to_hwio(w, layout, rank), geom)
+    return lay.from_batched(dx.astype(g.dtype), layout, rank)
 
 
 @functools.partial(jax.jit, static_argnums=(2,))
 def _grad_kernel(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
     rank, layout = geom.input_rank, geom.layout
-    dw = grad_kernel_rule(lay.to_nhwc(x, layout, rank), lay.to_nhwc(g, layout, rank), geom)
+    dw = grad_kernel_rule(lay.to_batched(x, layout, rank), lay.to_batched(g, layout, rank), geom)
     return lay.hwio_to_kernel(dw.astype(x.dtype), layout, rank)
 
 
@@ -679,4 +843,4 @@ def conv2d_grad_bias(g: jax.typing.ArrayLike, *, layout: Layout = "NCHW") -> jax
     geo.check_floating(op, "g", g.dtype)
     if g.ndim not in (2, 3, 4):
         raise ValueError(f"{op}: `g` must be 2-D, 3-D or 4-D, got shape {tuple(g.shape)}.")
-    return grad_bias_rule(lay.to_nhwc(g, layout, g.ndim)).astype(g.dtype)
+    return grad_bias_rule(lay.to_batched(g, layout, g.ndim), layout).astype(g.dtype)

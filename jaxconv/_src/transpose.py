@@ -7,7 +7,7 @@ padding is (p, p − output_padding) (`geometry.conv_transpose_geometry`). The r
 `conv.py` then serve again with their roles exchanged, and no new correlation code is needed:
 
     Y     = grad_input_rule(g=X, W)          input-gradient equation: pad_full(X) ⋆ rot180(W)
-    ∂L/∂X = _forward_nhwc(∂L/∂Y, W)          eq. 6, the forward correlation
+    ∂L/∂X = forward_rule(∂L/∂Y, W)           eq. 6, the forward correlation
     ∂L/∂W = grad_kernel_rule(∂L/∂Y, g=X)     eqs. 8/11 with X_conv = ∂L/∂Y and ∂L/∂Z_conv = X
     ∂L/∂b = grad_bias_rule(∂L/∂Y)            bias gradient
 """
@@ -29,11 +29,11 @@ def _forward(x: jax.Array, w: jax.Array, b: jax.Array | None, geom: ConvGeometry
     """Y = `conv.grad_input_rule`(X, W) + b, `geom` being the conv whose ∂L/∂X this is."""
     rank, layout = geom.input_rank, geom.layout
     y = conv.grad_input_rule(
-        lay.to_nhwc(x, layout, rank), lay.kernel_to_hwio(w, layout, rank), geom
+        lay.to_batched(x, layout, rank), lay.kernel_to_hwio(w, layout, rank), geom
     )
     if b is not None:
-        y = y + b.astype(y.dtype)
-    return lay.from_nhwc(y.astype(x.dtype), layout, rank)
+        y = y + lay.along_channels(b.astype(y.dtype), layout)
+    return lay.from_batched(y.astype(x.dtype), layout, rank)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -52,13 +52,13 @@ def _conv_transpose2d_bwd(geom, residuals, g):
     # get the kernel rule (eqs. 8/11) and bias rule with ∂L/∂Y in the role of the conv's X.
     x, w, b = residuals
     rank, layout = geom.input_rank, geom.layout
-    g_nhwc = lay.to_nhwc(g, layout, rank)
+    g = lay.to_batched(g, layout, rank)
     w_hwio = lay.kernel_to_hwio(w, layout, rank)
-    dx = conv._forward_nhwc(g_nhwc, w_hwio, geom)
-    dw = conv.grad_kernel_rule(g_nhwc, lay.to_nhwc(x, layout, rank), geom)
-    db = None if b is None else conv.grad_bias_rule(g_nhwc).astype(b.dtype)
+    dx = conv.forward_rule(g, w_hwio, geom)
+    dw = conv.grad_kernel_rule(g, lay.to_batched(x, layout, rank), geom)
+    db = None if b is None else conv.grad_bias_rule(g, layout).astype(b.dtype)
     return (
-        lay.from_nhwc(dx.astype(x.dtype), layout, rank),
+        lay.from_batched(dx.astype(x.dtype), layout, rank),
         lay.hwio_to_kernel(dw.astype(w.dtype), layout, rank),
         db,
     )
