@@ -203,6 +203,16 @@ def _assert_grad_of_grad_matches_xla(x, w, b, cfg):
         assert rel_err(m, a) <= GRAD_TOL
 
 
+def _assert_value_and_grads_match_xla(x, w, b, cfg):
+    z_lax = lax_conv2d(x, w, b, **cfg)
+    assert rel_err(jaxconv.conv2d(x, w, b, **cfg), z_lax) <= FWD_TOL
+    cot = jnp.asarray(np.random.default_rng(4).standard_normal(z_lax.shape))
+    manual = loss_grads(jaxconv.conv2d, x, w, b, cot, **cfg)
+    auto = loss_grads(lax_conv2d, x, w, b, cot, **cfg)
+    for name, m, a in zip("xwb", manual, auto):
+        assert m.shape == a.shape and rel_err(m, a) <= GRAD_TOL, name
+
+
 # --- The two evaluations of each rule (conv._is_shallow) ----------------------------------
 # Most CASES are shallow (kh·kw·C/G <= 36) and take the fused / whole-batch forms; these
 # force every case through the GEMM forms, and every one through the shallow forms.
@@ -219,14 +229,7 @@ def forced_form(request, monkeypatch):
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("case", CASES)
 def test_both_forms_match_xla(case, layout, forced_form):
-    x, w, b, cfg = _setup(case, layout)
-    z_lax = lax_conv2d(x, w, b, **cfg)
-    assert rel_err(jaxconv.conv2d(x, w, b, **cfg), z_lax) <= FWD_TOL
-    cot = jnp.asarray(np.random.default_rng(1).standard_normal(z_lax.shape))
-    manual = loss_grads(jaxconv.conv2d, x, w, b, cot, **cfg)
-    auto = loss_grads(lax_conv2d, x, w, b, cot, **cfg)
-    for name, m, a in zip("xwb", manual, auto):
-        assert m.shape == a.shape and rel_err(m, a) <= GRAD_TOL, name
+    _assert_value_and_grads_match_xla(*_setup(case, layout))
 
 
 def test_forms_are_chosen_by_depth():
@@ -296,12 +299,7 @@ def test_chunked_evaluation_matches_xla(case, layout, images_per_chunk):
     loss = lambda x, w: jnp.sum(jaxconv.conv2d(x, w, **cfg))  # noqa: E731
     jaxpr = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, w))
     assert "scan" in jaxpr
-    assert rel_err(jaxconv.conv2d(x, w, b, **cfg), z_lax) <= FWD_TOL
-    cot = jnp.asarray(np.random.default_rng(4).standard_normal(z_lax.shape))
-    manual = loss_grads(jaxconv.conv2d, x, w, b, cot, **cfg)
-    auto = loss_grads(lax_conv2d, x, w, b, cot, **cfg)
-    for name, m, a in zip("xwb", manual, auto):
-        assert m.shape == a.shape and rel_err(m, a) <= GRAD_TOL, name
+    _assert_value_and_grads_match_xla(x, w, b, cfg)
 
 
 @pytest.mark.parametrize("images_per_chunk", [2], indirect=True)

@@ -428,6 +428,14 @@ def _sum_over_images(fn, arrays: tuple[jax.Array, ...], size: int) -> jax.Array:
     return total if rest is None else total + fn(*rest)
 
 
+def _map_channels_last(fn, a: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """fn, a GEMM form taking (N, H, W, C) images, on `a` of `geom.layout`, a chunk of images
+    at a time; the result comes back in `geom.layout`."""
+    a = lay.to_channels_last(a, geom.layout)
+    out = _map_over_images(fn, (a,), _images_per_chunk(a.shape[0], geom))
+    return lay.from_channels_last(out, geom.layout)
+
+
 # --- The rules. ----------------------------------------------------------------------------
 
 
@@ -451,10 +459,7 @@ def forward_rule(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
     """
     if _is_shallow(geom):
         return _forward_fused(x, w, geom)
-    x = lay.to_channels_last(x, geom.layout)
-    forward = functools.partial(_forward_rows, w=w, geom=geom)
-    z = _map_over_images(forward, (x,), _images_per_chunk(x.shape[0], geom))
-    return lay.from_channels_last(z, geom.layout)
+    return _map_channels_last(functools.partial(_forward_rows, w=w, geom=geom), x, geom)
 
 
 def grad_input_rule(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
@@ -487,10 +492,7 @@ def grad_input_rule(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array
         return _grad_input_depthwise(g, w, geom)
     if _is_shallow(geom):
         return _grad_input_shallow(g, w, geom)
-    g = lay.to_channels_last(g, geom.layout)
-    grad_input = functools.partial(_grad_input_rows, w=w, geom=geom)
-    dx = _map_over_images(grad_input, (g,), _images_per_chunk(g.shape[0], geom))
-    return lay.from_channels_last(dx, geom.layout)
+    return _map_channels_last(functools.partial(_grad_input_rows, w=w, geom=geom), g, geom)
 
 
 def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
