@@ -54,6 +54,7 @@ def test_along_channels_scales_each_channel(layout):
     np.testing.assert_array_equal(per_channel, jnp.array([1.0, 2.0, 3.0]) * 40)
     assert lay.channel_axis(layout) == (1 if layout == "NCHW" else 3)
     assert set(lay.spatial_axes(layout)) | {0, lay.channel_axis(layout)} == {0, 1, 2, 3}
+    assert set(lay.position_axes(layout)) == {0, *lay.spatial_axes(layout)}
 
 
 def test_nchw_element_lands_in_nhwc_position():

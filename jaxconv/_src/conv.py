@@ -313,7 +313,7 @@ def _grad_kernel_depthwise(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> ja
     fused multiply-and-reduce per tap."""
     layout, axis = geom.layout, lay.channel_axis(geom.layout)
     acc = _accumulation_dtype(x.dtype)
-    positions = tuple(d for d in range(4) if d != axis)
+    positions = lay.position_axes(layout)
     x_pad = _pad_spatial(x.astype(acc), geom.padding, layout)
     repeats = geom.out_channels // geom.groups
     dw = [
@@ -361,7 +361,7 @@ def _grad_kernel_shallow(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.
     c_per_group, out_per_group = geom.in_channels // geom.groups, geom.out_channels // geom.groups
     x_pad = _pad_spatial(x, geom.padding, layout)
     windows = jnp.stack([_tap_window(x_pad, a, b, geom, layout) for a, b in _taps(geom)])
-    positions = tuple(d for d in range(4) if d != axis)
+    positions = lay.position_axes(layout)
     dw = jnp.concatenate(
         [
             lax.dot_general(
@@ -533,8 +533,7 @@ def grad_bias_rule(g: jax.Array, layout: Layout) -> jax.Array:
     Returns:
       (O,), in the accumulation dtype.
     """
-    positions = tuple(d for d in range(4) if d != lay.channel_axis(layout))
-    return jnp.sum(g, axis=positions, dtype=_accumulation_dtype(g.dtype))
+    return jnp.sum(g, axis=lay.position_axes(layout), dtype=_accumulation_dtype(g.dtype))
 
 
 # --- The custom_vjp, in the caller's layout. ---------------------------------------------

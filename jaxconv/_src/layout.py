@@ -22,6 +22,11 @@ def spatial_axes(layout: str) -> tuple[int, int]:
     return (2, 3) if layout == "NCHW" else (1, 2)
 
 
+def position_axes(layout: str) -> tuple[int, int, int]:
+    """The axes of a batched array of `layout` that index positions: all but the channel axis."""
+    return (0, 2, 3) if layout == "NCHW" else (0, 1, 2)
+
+
 def along_channels(v: jax.Array, layout: str) -> jax.Array:
     """A (C,) vector shaped to broadcast along the channel axis of a batched `layout` array."""
     return v.reshape(-1, 1, 1) if layout == "NCHW" else v
