@@ -5,7 +5,9 @@
 The model is the demo's 28×28 CNN (conv 32 3×3 → ReLU → conv 64 3×3 → ReLU → 2×2 max pool →
 dense 128 → ReLU → dense 10), trained with Adam in one jit-compiled step; only the convolution
 differs between `jaxconv` and `lax`. PyTorch (eager, same architecture, torch.optim.Adam) runs
-when installed. Implementations are interleaved step by step; the median step time is reported.
+when installed. Implementations are interleaved step by step, each timed step after `--warm`
+untimed steps of the same implementation (as in bench_conv.py: a step timed straight after
+another runtime's pays for that runtime's threads); the median step time is reported.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=30, help="timed steps per implementation")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--warm", type=int, default=1, help="untimed steps before each timed one (module doc)"
+    )
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
@@ -100,11 +105,18 @@ def main(argv: list[str] | None = None) -> dict:
     times = {name: [] for name in runners}
     for _ in range(args.steps):
         for name, run in runners.items():
+            for _ in range(args.warm):
+                run()
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
 
-    result = {"batch_size": args.batch_size, "jax": jax.__version__, "impls": {}}
+    result = {
+        "batch_size": args.batch_size,
+        "warm": args.warm,
+        "jax": jax.__version__,
+        "impls": {},
+    }
     for name, ts in times.items():
         median = statistics.median(ts)
         result["impls"][name] = {
