@@ -131,6 +131,11 @@ def conv_configs(draw):
 
 @given(conv_configs(), st.integers(0, 2**31 - 1))
 def test_hypothesis_gradients_match_xla(config, seed):
+    _assert_example_matches_xla(config, seed)
+
+
+def _assert_example_matches_xla(config, seed):
+    """A drawn configuration: value and gradients of jaxconv and XLA, compiled together."""
     (x_shape, w_shape), o, cfg = config
     x, w, b = random_operands(seed, x_shape, w_shape, o)
     z_shape = jax.eval_shape(lambda: lax_conv2d(x, w, b, **cfg)).shape
@@ -251,6 +256,82 @@ def test_forms_are_chosen_by_depth():
     assert conv_impl._is_shallow(geom(8, 8, 8, khw=(7, 7)))  # depthwise, 49 terms
     assert conv_impl._is_depthwise(geom(8, 16, 8))
     assert not conv_impl._is_depthwise(geom(1, 16, 1))  # one group: a contraction over O
+    assert conv_impl._is_winograd(geom(5, 8, 1))
+    assert not conv_impl._is_winograd(geom(8, 8, 2))
+    assert not conv_impl._is_winograd(geom(5, 8, 1, khw=(3, 2)))
+
+
+# --- The Winograd forms (conv._is_winograd): deep, 3×3, stride 1, undilated, ungrouped. -----
+# Their tiles cover 2×2 outputs, so odd output sizes overhang; ∂L/∂X pads ∂L/∂Z by
+# (2 − lo, 2 − hi), a crop when the forward padding is wider than 2.
+# (batch, C, O, (H, W), padding)
+WINOGRAD_CASES = {
+    "valid-even-outputs": (2, 5, 4, (8, 6), "VALID"),  # 6×4: whole tiles
+    "valid-odd-outputs": (2, 6, 3, (7, 8), "VALID"),  # 5×6: an overhanging tile row
+    "same-odd": (1, 5, 4, (5, 7), "SAME"),
+    "asymmetric": (2, 5, 2, (6, 5), ((2, 0), (0, 3))),
+    "negative": (1, 5, 3, (9, 8), ((-1, 2), (1, -2))),
+    "wider-than-kernel": (1, 5, 2, (4, 3), ((4, 1), (3, 5))),
+    "one-output": (3, 7, 2, (3, 3), "VALID"),
+}
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", WINOGRAD_CASES)
+def test_winograd_forms_match_xla(case, layout):
+    batch, c, o, hw, padding = WINOGRAD_CASES[case]
+    x_shape, w_shape = operand_shapes(
+        batch=batch, c=c, o=o, hw=hw, khw=(3, 3), groups=1, layout=layout
+    )
+    x, w, b = random_operands(5, x_shape, w_shape, o)
+    cfg = dict(stride=1, padding=padding, dilation=1, groups=1, layout=layout)
+    geom = conv_impl.resolve_call("test", x, w, b, **cfg)
+    assert conv_impl._is_winograd(geom) and not conv_impl._is_shallow(geom)
+    _assert_value_and_grads_match_xla(x, w, b, cfg)
+
+
+@st.composite
+def winograd_configs(draw):
+    """A configuration the Winograd forms take: deep, 3×3, stride 1, any padding form."""
+    layout = draw(st.sampled_from(["NCHW", "NHWC"]))
+    c, o = draw(st.integers(5, 8)), draw(st.integers(1, 4))
+    form = draw(st.sampled_from(["SAME", "explicit"]))
+    if form == "SAME":
+        padding, pads = "SAME", [(1, 1)] * 2
+    else:
+        padding = tuple((draw(st.integers(-2, 4)), draw(st.integers(-2, 4))) for _ in range(2))
+        pads = list(padding)
+    hw = [draw(st.integers(max(1, 3 - lo - hi, -lo - hi + 1), 12)) for lo, hi in pads]
+    shapes = operand_shapes(
+        batch=draw(st.integers(1, 2)), c=c, o=o, hw=tuple(hw), khw=(3, 3), groups=1, layout=layout
+    )
+    return shapes, o, dict(padding=padding, layout=layout)
+
+
+@given(winograd_configs(), st.integers(0, 2**31 - 1))
+def test_hypothesis_winograd_matches_xla(config, seed):
+    _assert_example_matches_xla(config, seed)
+
+
+def test_winograd_float32_error_is_that_of_the_gemm_forms(monkeypatch):
+    # Rounding of F(2×2, 3×3) in float32 against the float64 result, next to the GEMM forms'.
+    x64, w64, _ = random_operands(6, (4, 10, 10, 64), (3, 3, 64, 32), 32, bias=False)
+    cfg = dict(padding="SAME", layout="NHWC")
+    cot64 = jnp.asarray(np.random.default_rng(7).standard_normal((4, 10, 10, 32)))
+    truth = [lax_conv2d(x64, w64, **cfg), *loss_grads(lax_conv2d, x64, w64, None, cot64, **cfg)]
+    x, w, cot = (a.astype(jnp.float32) for a in (x64, w64, cot64))
+
+    def errors():
+        jax.clear_caches()  # the form is chosen when a program is traced
+        got = [jaxconv.conv2d(x, w, **cfg), *loss_grads(jaxconv.conv2d, x, w, None, cot, **cfg)]
+        return [rel_err(a, t) for a, t in zip(got[:3], truth[:3])]
+
+    winograd = errors()
+    monkeypatch.setattr(conv_impl, "_is_winograd", lambda geom: False)
+    gemm = errors()
+    jax.clear_caches()
+    for name, e_winograd, e_gemm in zip(["z", "dx", "dw"], winograd, gemm):
+        assert e_winograd <= 4 * e_gemm, (name, e_winograd, e_gemm)
 
 
 # --- Evaluation a few images at a time (conv._map_over_images / _sum_over_images). ----------
@@ -260,6 +341,7 @@ CHUNK_CASES = {
     "gemm": (5, 8, 6, (9, 8), (3, 3), 2, "SAME", 1, 1),  # C·kh·kw = 72: one GEMM per row
     "grouped-gemm": (5, 12, 6, (7, 7), (3, 3), 1, ((1, 0), (2, 1)), (1, 2), 2),
     "depthwise": (5, 4, 8, (9, 8), (3, 3), 1, "SAME", 2, 4),  # ∂L/∂W by chunks
+    "winograd": (5, 8, 6, (9, 8), (3, 3), 1, "SAME", 1, 1),
 }
 
 

@@ -6,10 +6,12 @@ eq. 6 is the forward correlation, eqs. 8/11 the kernel gradient (with the sums o
 the rotated kernel. The rules take batched arrays in the caller's layout, (N, C, H, W) or
 (N, H, W, C), and HWIO kernels; `layout.py` converts at the boundary.
 
-Each rule has two evaluations of the same sums, chosen by the contraction's depth
-(kh·kw·C/G terms per output): deep ones as GEMMs over a minor channel axis (channels-last,
-a few images at a time), shallow and depthwise ones as fused elementwise or whole-batch
-contractions in the caller's own layout, which need no transposes.
+Each rule has three evaluations of the same sums, chosen by the contraction's depth
+(kh·kw·C/G terms per output) and the kernel: deep ones as GEMMs over a minor channel axis
+(channels-last, a few images at a time), by Winograd's F(2×2, 3×3) for 3×3 kernels at
+stride 1 without dilation or groups (`winograd.py`, eqs. 35–36); shallow and depthwise ones
+as fused elementwise or whole-batch contractions in the caller's own layout, which need no
+transposes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from jax import lax
 from jaxconv._src import geometry as geo
 from jaxconv._src import layout as lay
 from jaxconv._src import padding_modes as pm
+from jaxconv._src import winograd as wg
 from jaxconv._src.geometry import ConvGeometry, IntOrPair, Layout, PaddingLike
 
 
@@ -127,6 +130,17 @@ def _is_shallow(geom: ConvGeometry) -> bool:
     kh, kw = geom.kernel_hw
     c_per_group = geom.in_channels // geom.groups
     return c_per_group == 1 or kh * kw * c_per_group <= _SHALLOW_MAX_DEPTH
+
+
+def _is_winograd(geom: ConvGeometry) -> bool:
+    # F(2×2, 3×3) (`winograd.py`) takes 16 products per 2×2 outputs where the GEMM forms
+    # take 36: for a deep, ungrouped 3×3 kernel at stride 1 without dilation.
+    return (
+        geom.kernel_hw == (3, 3)
+        and geom.stride == (1, 1)
+        and geom.dilation == (1, 1)
+        and geom.groups == 1
+    )
 
 
 # --- GEMM forms: channels-last, one contraction per kernel row. -----------------------------
@@ -269,6 +283,47 @@ def _grad_kernel_rows(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arr
             for a in range(geom.kernel_hw[0])
         ]
     )
+
+
+# --- Winograd forms: F(2×2, 3×3), channels-last. --------------------------------------------
+
+
+def _tile_aligned(pads, out_hw: tuple[int, int]):
+    """`pads` with each high side grown by out % 2, so that 2×2 tiles cover the out_hw
+    outputs exactly (the overhang is cropped, or zero, afterwards)."""
+    return tuple((lo, hi + n % 2) for (lo, hi), n in zip(pads, out_hw))
+
+
+def _forward_winograd(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """Eq. 6 by F(2×2, 3×3), on (N, H, W, C) images."""
+    acc = _accumulation_dtype(x.dtype)
+    x_pad = _pad_spatial(x.astype(acc), _tile_aligned(geom.padding, geom.out_hw))
+    ho, wo = geom.out_hw
+    return wg.correlate(x_pad, w.astype(acc), acc)[:, :ho, :wo]
+
+
+def _grad_input_winograd(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """The input-gradient equation as written, ∂L/∂X = pad_full(∂L/∂Z) ⋆ rot180(W) with each
+    tap's (C, O) block transposed, by F(2×2, 3×3), on (N, Ho, Wo, O) images of ∂L/∂Z.
+
+    The full padding kh − 1 = 2, less the forward's (lo, hi) on each side: ∂L/∂x[i] =
+    Σ_a ∂L/∂z[i + lo − a]·w[a] = Σ_a' ∂L/∂z[i + lo − 2 + a']·w[2 − a'], so ∂L/∂Z is padded by
+    (2 − lo, 2 − hi) (a crop where negative), which also zero-fills what the forward cropped.
+    """
+    acc = _accumulation_dtype(g.dtype)
+    pads = tuple((2 - lo, 2 - hi) for lo, hi in geom.padding)
+    g_pad = _pad_spatial(g.astype(acc), _tile_aligned(pads, geom.in_hw))
+    w_rotated = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2).astype(acc)
+    h, w_ = geom.in_hw
+    return wg.correlate(g_pad, w_rotated, acc)[:, :h, :w_]
+
+
+def _grad_kernel_winograd(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """Eq. 8 by the F(2×2, 3×3) tiles, summed over the (N, H, W, C) images of `x` and `g`."""
+    acc = _accumulation_dtype(x.dtype)
+    x_pad = _pad_spatial(x.astype(acc), _tile_aligned(geom.padding, geom.out_hw))
+    g_pad = _pad_spatial(g.astype(acc), _tile_aligned(((0, 0), (0, 0)), geom.out_hw))
+    return wg.kernel_grad(x_pad, g_pad, acc)
 
 
 # --- Shallow and depthwise forms: in the caller's layout, no transposes. ----------------------
@@ -446,8 +501,9 @@ def forward_rule(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
                                         · w[a, b, i, g·Og + o]
 
     Shallow and depthwise contractions as one fused sum in the caller's layout
-    (`_forward_fused`); deep ones as one GEMM per kernel row, channels-last, a chunk of
-    images at a time (each image's Z depends on that image alone).
+    (`_forward_fused`); deep ones channels-last, a chunk of images at a time (each image's Z
+    depends on that image alone): by F(2×2, 3×3) for 3×3 kernels at stride 1 without
+    dilation or groups (eq. 35), otherwise as one GEMM per kernel row.
 
     Args:
       x: (N, C, H, W) or (N, H, W, C), as `geom.layout`.
@@ -459,7 +515,8 @@ def forward_rule(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
     """
     if _is_shallow(geom):
         return _forward_fused(x, w, geom)
-    return _map_channels_last(functools.partial(_forward_rows, w=w, geom=geom), x, geom)
+    form = _forward_winograd if _is_winograd(geom) else _forward_rows
+    return _map_channels_last(functools.partial(form, w=w, geom=geom), x, geom)
 
 
 def grad_input_rule(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
@@ -478,7 +535,9 @@ def grad_input_rule(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array
     strided slice read it (`_place_taps`). Summed over the taps, in one fused pass, this is
     the full correlation above without multiplying the zeros. The terms are GEMMs per
     kernel row (deep, channels-last, by chunks of images), one contraction for all taps
-    (shallow) or products per channel (depthwise).
+    (shallow) or products per channel (depthwise). For a 3×3 kernel at stride 1 without
+    dilation or groups, the full correlation itself, by F(2×2, 3×3) (eq. 25 with s = d = 1,
+    `_grad_input_winograd`).
 
     Args:
       g: ∂L/∂Z, (N, O, Ho, Wo) or (N, Ho, Wo, O), as `geom.layout`.
@@ -492,7 +551,8 @@ def grad_input_rule(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array
         return _grad_input_depthwise(g, w, geom)
     if _is_shallow(geom):
         return _grad_input_shallow(g, w, geom)
-    return _map_channels_last(functools.partial(_grad_input_rows, w=w, geom=geom), g, geom)
+    form = _grad_input_winograd if _is_winograd(geom) else _grad_input_rows
+    return _map_channels_last(functools.partial(form, w=w, geom=geom), g, geom)
 
 
 def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
@@ -505,7 +565,8 @@ def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arra
     kernel's k1, k2 as eqs. 7–8 of the seed misprint. Contractions over the same strided
     windows the forward reads: per kernel row (deep, channels-last, summed over chunks of
     images), all taps at once (shallow), or multiply-and-reduce per channel (depthwise,
-    summed over chunks of images).
+    summed over chunks of images). For a deep 3×3 kernel at stride 1 without dilation or
+    groups, by the F(2×2, 3×3) tiles instead of the windows (eq. 36), by chunks of images.
 
     Args:
       x: (N, C, H, W) or (N, H, W, C), as `geom.layout`.
@@ -521,7 +582,8 @@ def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arra
     if _is_shallow(geom):
         return _grad_kernel_shallow(x, g, geom)
     x, g = lay.to_channels_last(x, geom.layout), lay.to_channels_last(g, geom.layout)
-    return _sum_over_images(functools.partial(_grad_kernel_rows, geom=geom), (x, g), chunk)
+    form = _grad_kernel_winograd if _is_winograd(geom) else _grad_kernel_rows
+    return _sum_over_images(functools.partial(form, geom=geom), (x, g), chunk)
 
 
 def grad_bias_rule(g: jax.Array, layout: Layout) -> jax.Array:
