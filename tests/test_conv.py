@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
@@ -238,14 +240,14 @@ def test_both_forms_match_xla(case, layout, forced_form):
 
 
 def test_forms_are_chosen_by_depth():
-    def geom(c, o, groups, khw=(3, 3)):
+    def geom(c, o, groups, khw=(3, 3), stride=1, dilation=1):
         return geometry.conv_geometry(
             "test",
             (1, c, 9, 9),
             (o, c // groups, *khw),
-            stride=1,
+            stride=stride,
             padding="VALID",
-            dilation=1,
+            dilation=dilation,
             groups=groups,
             layout="NCHW",
         )
@@ -257,34 +259,42 @@ def test_forms_are_chosen_by_depth():
     assert conv_impl._is_depthwise(geom(8, 16, 8))
     assert not conv_impl._is_depthwise(geom(1, 16, 1))  # one group: a contraction over O
     assert conv_impl._is_winograd(geom(5, 8, 1))
+    assert conv_impl._is_winograd(geom(5, 8, 1, dilation=(2, 3)))  # by phases
     assert not conv_impl._is_winograd(geom(8, 8, 2))
     assert not conv_impl._is_winograd(geom(5, 8, 1, khw=(3, 2)))
+    assert not conv_impl._is_winograd(geom(5, 8, 1, stride=(1, 2)))
 
 
-# --- The Winograd forms (conv._is_winograd): deep, 3×3, stride 1, undilated, ungrouped. -----
+# --- The Winograd forms (conv._is_winograd): deep, 3×3, stride 1, ungrouped. ---------------
 # Their tiles cover 2×2 outputs, so odd output sizes overhang; ∂L/∂X pads ∂L/∂Z by
-# (2 − lo, 2 − hi), a crop when the forward padding is wider than 2.
-# (batch, C, O, (H, W), padding)
+# (2d − lo, 2d − hi), a crop when the forward padding is wider than 2d. Dilation d splits
+# each axis into d phases (eq. 37), each rounded up to whole tiles: outputs to a multiple of 2d.
+# (batch, C, O, (H, W), padding, dilation)
 WINOGRAD_CASES = {
-    "valid-even-outputs": (2, 5, 4, (8, 6), "VALID"),  # 6×4: whole tiles
-    "valid-odd-outputs": (2, 6, 3, (7, 8), "VALID"),  # 5×6: an overhanging tile row
-    "same-odd": (1, 5, 4, (5, 7), "SAME"),
-    "asymmetric": (2, 5, 2, (6, 5), ((2, 0), (0, 3))),
-    "negative": (1, 5, 3, (9, 8), ((-1, 2), (1, -2))),
-    "wider-than-kernel": (1, 5, 2, (4, 3), ((4, 1), (3, 5))),
-    "one-output": (3, 7, 2, (3, 3), "VALID"),
+    "valid-even-outputs": (2, 5, 4, (8, 6), "VALID", 1),  # 6×4: whole tiles
+    "valid-odd-outputs": (2, 6, 3, (7, 8), "VALID", 1),  # 5×6: an overhanging tile row
+    "same-odd": (1, 5, 4, (5, 7), "SAME", 1),
+    "asymmetric": (2, 5, 2, (6, 5), ((2, 0), (0, 3)), 1),
+    "negative": (1, 5, 3, (9, 8), ((-1, 2), (1, -2)), 1),
+    "wider-than-kernel": (1, 5, 2, (4, 3), ((4, 1), (3, 5)), 1),
+    "one-output": (3, 7, 2, (3, 3), "VALID", 1),
+    "dilated-whole-tiles": (2, 5, 3, (12, 8), "SAME", 2),  # 12×8: whole tiles in each phase
+    "dilated-same": (1, 5, 3, (9, 10), "SAME", 2),  # phases of 5 and 4 rows: overhang
+    "dilated-asymmetric": (2, 6, 2, (11, 8), ((3, 0), (1, 2)), (2, 3)),
+    "dilated-negative": (1, 5, 3, (13, 12), ((-1, 5), (2, -1)), (3, 2)),  # ∂L/∂Z cropped
+    "dilated-one-output": (2, 5, 2, (5, 7), "VALID", (2, 3)),
 }
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("case", WINOGRAD_CASES)
 def test_winograd_forms_match_xla(case, layout):
-    batch, c, o, hw, padding = WINOGRAD_CASES[case]
+    batch, c, o, hw, padding, dilation = WINOGRAD_CASES[case]
     x_shape, w_shape = operand_shapes(
         batch=batch, c=c, o=o, hw=hw, khw=(3, 3), groups=1, layout=layout
     )
     x, w, b = random_operands(5, x_shape, w_shape, o)
-    cfg = dict(stride=1, padding=padding, dilation=1, groups=1, layout=layout)
+    cfg = dict(stride=1, padding=padding, dilation=dilation, groups=1, layout=layout)
     geom = conv_impl.resolve_call("test", x, w, b, **cfg)
     assert conv_impl._is_winograd(geom) and not conv_impl._is_shallow(geom)
     _assert_value_and_grads_match_xla(x, w, b, cfg)
@@ -292,22 +302,28 @@ def test_winograd_forms_match_xla(case, layout):
 
 @st.composite
 def winograd_configs(draw):
-    """A configuration the Winograd forms take: deep, 3×3, stride 1, any padding form."""
+    """A configuration the Winograd forms take: deep, 3×3, stride 1, any dilation and padding
+    form."""
     layout = draw(st.sampled_from(["NCHW", "NHWC"]))
     c, o = draw(st.integers(5, 8)), draw(st.integers(1, 4))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     form = draw(st.sampled_from(["SAME", "explicit"]))
     if form == "SAME":
-        padding, pads = "SAME", [(1, 1)] * 2
+        padding, pads = "SAME", [(d, d) for d in dilation]
     else:
-        padding = tuple((draw(st.integers(-2, 4)), draw(st.integers(-2, 4))) for _ in range(2))
+        padding = tuple((draw(st.integers(-2, 5)), draw(st.integers(-2, 5))) for _ in range(2))
         pads = list(padding)
-    hw = [draw(st.integers(max(1, 3 - lo - hi, -lo - hi + 1), 12)) for lo, hi in pads]
+    # At least one output: the padded size reaches the dilated kernel's 2d + 1.
+    hw = [draw(st.integers(max(1, 2 * d + 1 - lo - hi), 13)) for (lo, hi), d in zip(pads, dilation)]
     shapes = operand_shapes(
         batch=draw(st.integers(1, 2)), c=c, o=o, hw=tuple(hw), khw=(3, 3), groups=1, layout=layout
     )
-    return shapes, o, dict(padding=padding, layout=layout)
+    return shapes, o, dict(padding=padding, dilation=dilation, layout=layout)
 
 
+# 100 examples, not the profile's 300: each compiles its own program, and the suite has a
+# 10-minute budget on 2 cores; the fixed cases above cover the boundary shapes.
+@settings(max_examples=100)
 @given(winograd_configs(), st.integers(0, 2**31 - 1))
 def test_hypothesis_winograd_matches_xla(config, seed):
     _assert_example_matches_xla(config, seed)
@@ -334,6 +350,24 @@ def test_winograd_float32_error_is_that_of_the_gemm_forms(monkeypatch):
         assert e_winograd <= 4 * e_gemm, (name, e_winograd, e_gemm)
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_sum_over_positions(layout):
+    p = np.random.default_rng(0).standard_normal((3, 4, 5, 6))
+    axes = (0, 2, 3) if layout == "NCHW" else (0, 1, 2)
+    got = conv_impl._sum_over_positions(jnp.asarray(p), layout)
+    np.testing.assert_allclose(got, p.sum(axis=axes), rtol=1e-12)
+
+
+def test_split_phases_is_strided_slicing_and_merge_phases_inverts_it():
+    a = jnp.arange(2 * 6 * 6 * 3).reshape(2, 6, 6, 3)
+    phases = conv_impl._split_phases(a, (2, 3))
+    assert phases.shape == (12, 3, 2, 3)
+    for n, rho, sigma in itertools.product(range(2), range(2), range(3)):
+        np.testing.assert_array_equal(phases[n * 6 + rho * 3 + sigma], a[n, rho::2, sigma::3])
+    np.testing.assert_array_equal(conv_impl._merge_phases(phases, (2, 3)), a)
+    assert conv_impl._split_phases(a, (1, 1)) is a
+
+
 # --- Evaluation a few images at a time (conv._map_over_images / _sum_over_images). ----------
 # The cases above are too small to be split; these force chunks by shrinking the chunk size.
 # (batch, C, O, (H, W), (kh, kw), stride, padding, dilation, groups)
@@ -342,6 +376,7 @@ CHUNK_CASES = {
     "grouped-gemm": (5, 12, 6, (7, 7), (3, 3), 1, ((1, 0), (2, 1)), (1, 2), 2),
     "depthwise": (5, 4, 8, (9, 8), (3, 3), 1, "SAME", 2, 4),  # ∂L/∂W by chunks
     "winograd": (5, 8, 6, (9, 8), (3, 3), 1, "SAME", 1, 1),
+    "winograd-dilated": (5, 8, 6, (9, 8), (3, 3), 1, "SAME", (2, 1), 1),
 }
 
 
@@ -352,6 +387,7 @@ def images_per_chunk(request, monkeypatch):
 
     def set_for(out_hw):
         monkeypatch.setattr(conv_impl, "_CHUNK_POSITIONS", request.param * out_hw[0] * out_hw[1])
+        monkeypatch.setattr(conv_impl, "_WINOGRAD_CHUNK_VALUES", 0)
         jax.clear_caches()
 
     yield set_for
@@ -419,6 +455,30 @@ def test_images_per_chunk(monkeypatch, n, positions, out_hw, expected):
         groups=1,
         layout="NHWC",
     )
+    assert conv_impl._images_per_chunk(n, geom) == expected
+
+
+@pytest.mark.parametrize(
+    "n, c, o, hw, stride, padding, dilation, expected",
+    [
+        (32, 32, 32, (32, 32), 1, "SAME", 2, 16),  # E: Winograd, 2^19 / 32 = 16384 positions
+        (32, 64, 64, (56, 56), 1, "SAME", 1, 2),  # D: 8192 positions, 2.6 images; 2 divides 32
+        (128, 32, 64, (26, 26), 1, "VALID", 1, 8),  # B: 8192 / 576 = 14.2 -> 8, a divisor >= 7
+        (64, 64, 128, (32, 32), 2, "SAME", 1, 16),  # C, stride 2: 6144 / 256 = 24 -> 16
+    ],
+)
+def test_images_per_chunk_of_the_winograd_forms(n, c, o, hw, stride, padding, dilation, expected):
+    geom = geometry.conv_geometry(
+        "test",
+        (n, c, *hw),
+        (o, c, 3, 3),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=1,
+        layout="NCHW",
+    )
+    assert conv_impl._is_winograd(geom) == (stride == 1)
     assert conv_impl._images_per_chunk(n, geom) == expected
 
 

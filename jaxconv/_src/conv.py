@@ -8,8 +8,8 @@ the rotated kernel. The rules take batched arrays in the caller's layout, (N, C,
 
 Each rule has three evaluations of the same sums, chosen by the contraction's depth
 (kh·kw·C/G terms per output) and the kernel: deep ones as GEMMs over a minor channel axis
-(channels-last, a few images at a time), by Winograd's F(2×2, 3×3) for 3×3 kernels at
-stride 1 without dilation or groups (`winograd.py`, eqs. 35–36); shallow and depthwise ones
+(channels-last, a few images at a time), by Winograd's F(2×2, 3×3) for ungrouped 3×3
+kernels at stride 1, dilated ones by phases (`winograd.py`, eqs. 35–37); shallow and depthwise ones
 as fused elementwise or whole-batch contractions in the caller's own layout, which need no
 transposes.
 """
@@ -134,13 +134,8 @@ def _is_shallow(geom: ConvGeometry) -> bool:
 
 def _is_winograd(geom: ConvGeometry) -> bool:
     # F(2×2, 3×3) (`winograd.py`) takes 16 products per 2×2 outputs where the GEMM forms
-    # take 36: for a deep, ungrouped 3×3 kernel at stride 1 without dilation.
-    return (
-        geom.kernel_hw == (3, 3)
-        and geom.stride == (1, 1)
-        and geom.dilation == (1, 1)
-        and geom.groups == 1
-    )
+    # take 36: for a deep, ungrouped 3×3 kernel at stride 1; a dilated one by its phases.
+    return geom.kernel_hw == (3, 3) and geom.stride == (1, 1) and geom.groups == 1
 
 
 # --- GEMM forms: channels-last, one contraction per kernel row. -----------------------------
@@ -288,42 +283,76 @@ def _grad_kernel_rows(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arr
 # --- Winograd forms: F(2×2, 3×3), channels-last. --------------------------------------------
 
 
-def _tile_aligned(pads, out_hw: tuple[int, int]):
-    """`pads` with each high side grown by out % 2, so that 2×2 tiles cover the out_hw
-    outputs exactly (the overhang is cropped, or zero, afterwards)."""
-    return tuple((lo, hi + n % 2) for (lo, hi), n in zip(pads, out_hw))
+def _tile_aligned(pads, out_hw: tuple[int, int], dilation: tuple[int, int]):
+    """`pads` with each high side grown so that the out_hw outputs split into `dilation`
+    phases of whole 2×2 tiles: each n rounded up to a multiple of 2·d (the overhang is
+    cropped, or zero, afterwards)."""
+    return tuple((lo, hi + -n % (2 * d)) for (lo, hi), n, d in zip(pads, out_hw, dilation))
+
+
+def _split_phases(a: jax.Array, dilation: tuple[int, int]) -> jax.Array:
+    """(N, dh·H, dw·W, C) -> (N·dh·dw, H, W, C), phase (ρ, σ) of image n, a[n, ρ::dh, σ::dw],
+    at n·dh·dw + ρ·dw + σ.
+
+    With dilation d and stride 1, output d·p + ρ reads inputs d·(p + a) + ρ only (eq. 37):
+    each phase of the padded input is an undilated correlation with the same kernel.
+    """
+    if dilation == (1, 1):
+        return a
+    (n, h, w, c), (dh, dw) = a.shape, dilation
+    a = a.reshape(n, h // dh, dh, w // dw, dw, c).transpose(0, 2, 4, 1, 3, 5)
+    return a.reshape(n * dh * dw, h // dh, w // dw, c)
+
+
+def _merge_phases(a: jax.Array, dilation: tuple[int, int]) -> jax.Array:
+    """The inverse of `_split_phases`: (N·dh·dw, H, W, C) -> (N, dh·H, dw·W, C)."""
+    if dilation == (1, 1):
+        return a
+    (m, h, w, c), (dh, dw) = a.shape, dilation
+    a = a.reshape(m // (dh * dw), dh, dw, h, w, c).transpose(0, 3, 1, 4, 2, 5)
+    return a.reshape(m // (dh * dw), h * dh, w * dw, c)
 
 
 def _forward_winograd(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
-    """Eq. 6 by F(2×2, 3×3), on (N, H, W, C) images."""
+    """Eq. 6 by F(2×2, 3×3) on each phase of the padded input (eq. 37), on (N, H, W, C)
+    images."""
     acc = _accumulation_dtype(x.dtype)
-    x_pad = _pad_spatial(x.astype(acc), _tile_aligned(geom.padding, geom.out_hw))
+    pads = _tile_aligned(geom.padding, geom.out_hw, geom.dilation)
+    x_phases = _split_phases(_pad_spatial(x.astype(acc), pads), geom.dilation)
+    z = _merge_phases(wg.correlate(x_phases, w.astype(acc), acc), geom.dilation)
     ho, wo = geom.out_hw
-    return wg.correlate(x_pad, w.astype(acc), acc)[:, :ho, :wo]
+    return z[:, :ho, :wo]
 
 
 def _grad_input_winograd(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
     """The input-gradient equation as written, ∂L/∂X = pad_full(∂L/∂Z) ⋆ rot180(W) with each
-    tap's (C, O) block transposed, by F(2×2, 3×3), on (N, Ho, Wo, O) images of ∂L/∂Z.
+    tap's (C, O) block transposed and the forward's dilation, by F(2×2, 3×3) on each phase
+    (eq. 37), on (N, Ho, Wo, O) images of ∂L/∂Z.
 
-    The full padding kh − 1 = 2, less the forward's (lo, hi) on each side: ∂L/∂x[i] =
-    Σ_a ∂L/∂z[i + lo − a]·w[a] = Σ_a' ∂L/∂z[i + lo − 2 + a']·w[2 − a'], so ∂L/∂Z is padded by
-    (2 − lo, 2 − hi) (a crop where negative), which also zero-fills what the forward cropped.
+    The full padding (kh − 1)·d = 2d, less the forward's (lo, hi) on each side: ∂L/∂x[i] =
+    Σ_a ∂L/∂z[i + lo − a·d]·w[a] = Σ_a' ∂L/∂z[i + lo − 2d + a'·d]·w[2 − a'], so ∂L/∂Z is
+    padded by (2d − lo, 2d − hi) (a crop where negative), which also zero-fills what the
+    forward cropped.
     """
     acc = _accumulation_dtype(g.dtype)
-    pads = tuple((2 - lo, 2 - hi) for lo, hi in geom.padding)
-    g_pad = _pad_spatial(g.astype(acc), _tile_aligned(pads, geom.in_hw))
+    pads = tuple((2 * d - lo, 2 * d - hi) for (lo, hi), d in zip(geom.padding, geom.dilation))
+    pads = _tile_aligned(pads, geom.in_hw, geom.dilation)
+    g_phases = _split_phases(_pad_spatial(g.astype(acc), pads), geom.dilation)
     w_rotated = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2).astype(acc)
+    dx = _merge_phases(wg.correlate(g_phases, w_rotated, acc), geom.dilation)
     h, w_ = geom.in_hw
-    return wg.correlate(g_pad, w_rotated, acc)[:, :h, :w_]
+    return dx[:, :h, :w_]
 
 
 def _grad_kernel_winograd(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
-    """Eq. 8 by the F(2×2, 3×3) tiles, summed over the (N, H, W, C) images of `x` and `g`."""
+    """Eq. 8 by the F(2×2, 3×3) tiles of each phase (eq. 37), summed over the (N, H, W, C)
+    images of `x` and `g`."""
     acc = _accumulation_dtype(x.dtype)
-    x_pad = _pad_spatial(x.astype(acc), _tile_aligned(geom.padding, geom.out_hw))
-    g_pad = _pad_spatial(g.astype(acc), _tile_aligned(((0, 0), (0, 0)), geom.out_hw))
-    return wg.kernel_grad(x_pad, g_pad, acc)
+    x_pad = _pad_spatial(x.astype(acc), _tile_aligned(geom.padding, geom.out_hw, geom.dilation))
+    g_pad = _pad_spatial(g.astype(acc), _tile_aligned(((0, 0), (0, 0)), geom.out_hw, geom.dilation))
+    return wg.kernel_grad(
+        _split_phases(x_pad, geom.dilation), _split_phases(g_pad, geom.dilation), acc
+    )
 
 
 # --- Shallow and depthwise forms: in the caller's layout, no transposes. ----------------------
@@ -363,18 +392,33 @@ def _grad_input_depthwise(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax
     return _place_taps((((a, b), received(a, b)) for a, b in _taps(geom)), geom, layout)
 
 
+def _sum_over_positions(p: jax.Array, layout: Layout) -> jax.Array:
+    """Σ_{n, r, c} p[n, r, c, :] of (N, H, W, C), or of (N, C, H, W) for "NCHW": (C,).
+
+    As a product with a ones vector, a vectorised and threaded GEMV: with XLA's YNNPACK
+    fusions off, its reduce over the positions is one serial sum per channel (F's ∂L/∂W:
+    47 -> 23 ms NHWC, 42 -> 19 ms NCHW; as installed, equal within noise; this machine).
+    """
+    highest = lax.Precision.HIGHEST  # a sum: no reduced-precision passes on accelerators
+    if layout == "NHWC":
+        c = p.shape[3]
+        return jnp.dot(jnp.ones((p.size // c,), p.dtype), p.reshape(-1, c), precision=highest)
+    n, c, h, w = p.shape
+    per_image = jnp.dot(p.reshape(n * c, h * w), jnp.ones((h * w,), p.dtype), precision=highest)
+    return per_image.reshape(n, c).sum(axis=0)
+
+
 def _grad_kernel_depthwise(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
     """Eq. 8 for C/G = 1: per output channel, the sum over positions of window·∂L/∂Z, one
-    fused multiply-and-reduce per tap."""
+    product and sum per tap."""
     layout, axis = geom.layout, lay.channel_axis(geom.layout)
     acc = _accumulation_dtype(x.dtype)
-    positions = lay.position_axes(layout)
     x_pad = _pad_spatial(x.astype(acc), geom.padding, layout)
     repeats = geom.out_channels // geom.groups
     dw = [
-        jnp.sum(
+        _sum_over_positions(
             jnp.repeat(_tap_window(x_pad, a, b, geom, layout), repeats, axis) * g.astype(acc),
-            axis=positions,
+            layout,
         )
         for a, b in _taps(geom)
     ]
@@ -437,14 +481,22 @@ def _grad_kernel_shallow(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.
 # fall out of cache and come back as fresh pages on every call. A chunk of images with about
 # this many output positions keeps them in cache: 1.5–5× faster per pass (B–E, this machine).
 _CHUNK_POSITIONS = 6144
+# A Winograd chunk has a fixed cost (its transforms and 16 GEMMs) that thin kernels
+# amortise only over more positions: at least this many output values (positions · O).
+# E (O = 32): 16 images a chunk instead of 4, forward 6.5 -> 4.7 ms (this machine).
+_WINOGRAD_CHUNK_VALUES = 2**19
 
 
 def _images_per_chunk(n: int, geom: ConvGeometry) -> int:
-    """Images per chunk: the count nearest `_CHUNK_POSITIONS` output positions, at least one.
+    """Images per chunk: the count nearest `_CHUNK_POSITIONS` output positions (for the
+    Winograd forms, at least `_WINOGRAD_CHUNK_VALUES` / O), at least one.
 
     A divisor of n when there is one at least half that size, so no remainder is left.
     """
-    target = max(1, min(n, round(_CHUNK_POSITIONS / max(1, geom.out_hw[0] * geom.out_hw[1]))))
+    positions = _CHUNK_POSITIONS
+    if _is_winograd(geom):
+        positions = max(positions, _WINOGRAD_CHUNK_VALUES // geom.out_channels)
+    target = max(1, min(n, round(positions / max(1, geom.out_hw[0] * geom.out_hw[1]))))
     for size in range(target, (target - 1) // 2, -1):
         if n % size == 0:
             return size
@@ -502,8 +554,8 @@ def forward_rule(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
 
     Shallow and depthwise contractions as one fused sum in the caller's layout
     (`_forward_fused`); deep ones channels-last, a chunk of images at a time (each image's Z
-    depends on that image alone): by F(2×2, 3×3) for 3×3 kernels at stride 1 without
-    dilation or groups (eq. 35), otherwise as one GEMM per kernel row.
+    depends on that image alone): by F(2×2, 3×3) for ungrouped 3×3 kernels at stride 1
+    (eq. 35; dilated ones by phases, eq. 37), otherwise as one GEMM per kernel row.
 
     Args:
       x: (N, C, H, W) or (N, H, W, C), as `geom.layout`.
@@ -535,9 +587,9 @@ def grad_input_rule(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array
     strided slice read it (`_place_taps`). Summed over the taps, in one fused pass, this is
     the full correlation above without multiplying the zeros. The terms are GEMMs per
     kernel row (deep, channels-last, by chunks of images), one contraction for all taps
-    (shallow) or products per channel (depthwise). For a 3×3 kernel at stride 1 without
-    dilation or groups, the full correlation itself, by F(2×2, 3×3) (eq. 25 with s = d = 1,
-    `_grad_input_winograd`).
+    (shallow) or products per channel (depthwise). For an ungrouped 3×3 kernel at stride 1,
+    the full correlation itself, by F(2×2, 3×3) (eq. 25 with s = 1, dilated by phases,
+    eq. 37; `_grad_input_winograd`).
 
     Args:
       g: ∂L/∂Z, (N, O, Ho, Wo) or (N, Ho, Wo, O), as `geom.layout`.
@@ -564,9 +616,10 @@ def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arra
     of the kernel taps. r and c run over the output rows and columns (Ho, Wo), not over the
     kernel's k1, k2 as eqs. 7–8 of the seed misprint. Contractions over the same strided
     windows the forward reads: per kernel row (deep, channels-last, summed over chunks of
-    images), all taps at once (shallow), or multiply-and-reduce per channel (depthwise,
-    summed over chunks of images). For a deep 3×3 kernel at stride 1 without dilation or
-    groups, by the F(2×2, 3×3) tiles instead of the windows (eq. 36), by chunks of images.
+    images), all taps at once (shallow), or a product per tap summed over the
+    positions (depthwise, by chunks of images). For a deep, ungrouped 3×3 kernel at stride 1, by the
+    F(2×2, 3×3) tiles instead of the windows (eq. 36; dilated by phases, eq. 37), by chunks
+    of images.
 
     Args:
       x: (N, C, H, W) or (N, H, W, C), as `geom.layout`.
