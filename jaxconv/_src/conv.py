@@ -9,9 +9,9 @@ the rotated kernel. The rules take batched arrays in the caller's layout, (N, C,
 Each rule has three evaluations of the same sums, chosen by the contraction's depth
 (kh·kw·C/G terms per output) and the kernel: deep ones as GEMMs over a minor channel axis
 (channels-last, a few images at a time), by Winograd's F(2×2, 3×3) for ungrouped 3×3
-kernels at stride 1, dilated ones by phases (`winograd.py`, eqs. 35–37); shallow and depthwise ones
-as fused elementwise or whole-batch contractions in the caller's own layout, which need no
-transposes.
+kernels at stride 1, dilated ones by phases (`winograd.py`, eqs. 35–37); shallow and
+depthwise ones as fused elementwise or whole-batch contractions in the caller's own layout,
+which need no transposes.
 """
 
 from __future__ import annotations
@@ -616,8 +616,8 @@ def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arra
     of the kernel taps. r and c run over the output rows and columns (Ho, Wo), not over the
     kernel's k1, k2 as eqs. 7–8 of the seed misprint. Contractions over the same strided
     windows the forward reads: per kernel row (deep, channels-last, summed over chunks of
-    images), all taps at once (shallow), or a product per tap summed over the
-    positions (depthwise, by chunks of images). For a deep, ungrouped 3×3 kernel at stride 1, by the
+    images), all taps at once (shallow), or a product per tap summed over the positions
+    (depthwise, by chunks of images). For a deep, ungrouped 3×3 kernel at stride 1, by the
     F(2×2, 3×3) tiles instead of the windows (eq. 36; dilated by phases, eq. 37), by chunks
     of images.
 
