@@ -137,24 +137,10 @@ def test_hypothesis_gradients_match_xla(config, seed):
 
 
 def _assert_example_matches_xla(config, seed):
-    """A drawn configuration: value and gradients of jaxconv and XLA, compiled together."""
+    """A drawn configuration: value and gradients of jaxconv and XLA."""
     (x_shape, w_shape), o, cfg = config
     x, w, b = random_operands(seed, x_shape, w_shape, o)
-    z_shape = jax.eval_shape(lambda: lax_conv2d(x, w, b, **cfg)).shape
-    cot = jnp.asarray(np.random.default_rng(seed + 1).standard_normal(z_shape))
-
-    @jit_fast_compile  # one compilation per example instead of one per primitive
-    def forward_and_grads(x, w, b, cot):
-        return [
-            (conv(x, w, b, **cfg), loss_grads(conv, x, w, b, cot, **cfg))
-            for conv in (jaxconv.conv2d, lax_conv2d)
-        ]
-
-    (z, manual), (z_lax, auto) = forward_and_grads(x, w, b, cot)
-    assert z.shape == z_lax.shape
-    assert rel_err(z, z_lax) <= FWD_TOL
-    for name, m, a in zip("xwb", manual, auto):
-        assert rel_err(m, a) <= GRAD_TOL, name
+    _assert_value_and_grads_match_xla(x, w, b, cfg, cot_seed=seed + 1)
 
 
 @pytest.mark.parametrize("case", ["stride3-same-lower-dil2", "negative-pad", "depthwise-mult2"])
@@ -210,12 +196,20 @@ def _assert_grad_of_grad_matches_xla(x, w, b, cfg):
         assert rel_err(m, a) <= GRAD_TOL
 
 
-def _assert_value_and_grads_match_xla(x, w, b, cfg):
-    z_lax = lax_conv2d(x, w, b, **cfg)
-    assert rel_err(jaxconv.conv2d(x, w, b, **cfg), z_lax) <= FWD_TOL
-    cot = jnp.asarray(np.random.default_rng(4).standard_normal(z_lax.shape))
-    manual = loss_grads(jaxconv.conv2d, x, w, b, cot, **cfg)
-    auto = loss_grads(lax_conv2d, x, w, b, cot, **cfg)
+def _assert_value_and_grads_match_xla(x, w, b, cfg, cot_seed=4):
+    """Value and x/w/b gradients of jaxconv and XLA, compiled together as one program."""
+    z_shape = jax.eval_shape(lambda: lax_conv2d(x, w, b, **cfg)).shape
+    cot = jnp.asarray(np.random.default_rng(cot_seed).standard_normal(z_shape))
+
+    @jit_fast_compile  # one compilation per call instead of one per primitive
+    def forward_and_grads(x, w, b, cot):
+        return [
+            (conv(x, w, b, **cfg), loss_grads(conv, x, w, b, cot, **cfg))
+            for conv in (jaxconv.conv2d, lax_conv2d)
+        ]
+
+    (z, manual), (z_lax, auto) = forward_and_grads(x, w, b, cot)
+    assert z.shape == z_lax.shape and rel_err(z, z_lax) <= FWD_TOL
     for name, m, a in zip("xwb", manual, auto):
         assert m.shape == a.shape and rel_err(m, a) <= GRAD_TOL, name
 
