@@ -18,6 +18,7 @@ measured 28.6 ms back to back, 39.5 ms right after a PyTorch call).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -59,6 +60,17 @@ class Row:
     ceiling_pct: float
 
 
+def workload_operands(name: str, layout: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(x, w, config) of workload `name` in `layout` (NHWC: x (N, H, W, C), w HWIO), seeded."""
+    x_shape, w_shape, cfg = WORKLOADS[name]
+    if layout == "NHWC":
+        x_shape = (x_shape[0], x_shape[2], x_shape[3], x_shape[1])
+        w_shape = (w_shape[2], w_shape[3], w_shape[1], w_shape[0])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    return x, rng.standard_normal(w_shape).astype(np.float32), cfg
+
+
 def gemm_ceiling(size: int, repeats: int = 5) -> float:
     """Best GFLOP/s of a jitted f32 (size×size)·(size×size) `jnp.dot`."""
     a = jnp.ones((size, size), jnp.float32)
@@ -76,13 +88,29 @@ def _time_once(fn: Callable) -> float:
     return time.perf_counter() - start
 
 
+def time_interleaved(calls: dict[str, Callable], args: argparse.Namespace) -> dict[str, list]:
+    """Seconds of `args.repeats` timed runs of each call, round-robin over the calls; each timed
+    run follows `args.warm` untimed runs of the same call (see the module doc)."""
+    for call in calls.values():
+        for _ in range(2):  # compile and warm up
+            _time_once(call)
+    times = {name: [] for name in calls}
+    for _ in range(args.repeats):
+        for name, call in calls.items():
+            for _ in range(args.warm):
+                _time_once(call)
+            times[name].append(_time_once(call))
+    return times
+
+
 def forward_flops(x_shape, w_shape, geom: jaxconv.ConvGeometry) -> int:
     """2·N·O·Ho·Wo·(C/groups)·kh·kw."""
     return x_shape[0] * geom.flops
 
 
-def _jax_passes(conv, x, w, cfg) -> dict[str, Callable]:
-    """Jitted closures for each pass; jaxconv's dX/dW are its public hand rules."""
+def jax_programs(conv, x, w, cfg) -> dict[str, tuple[Callable, tuple]]:
+    """(jitted function, its arguments) for each pass; jaxconv's dX/dW are its public hand
+    rules."""
     z_shape = jax.eval_shape(lambda: conv(x, w, **cfg)).shape
     cot = jnp.asarray(np.random.default_rng(1).standard_normal(z_shape), x.dtype)
     fwd = jax.jit(lambda x, w: conv(x, w, **cfg))
@@ -99,15 +127,20 @@ def _jax_passes(conv, x, w, cfg) -> dict[str, Callable]:
     else:
         dx = jax.jit(lambda w: jax.vjp(lambda x: conv(x, w, **cfg), x)[1](cot)[0])
         dw = jax.jit(lambda x: jax.vjp(lambda w: conv(x, w, **cfg), w)[1](cot)[0])
+    return {"fwd": (fwd, (x, w)), "fwd+bwd": (both, (x, w)), "dX": (dx, (w,)), "dW": (dw, (x,))}
+
+
+def _jax_passes(conv, x, w, cfg) -> dict[str, Callable]:
+    """A closure for each pass of `jax_programs`."""
     return {
-        "fwd": lambda: fwd(x, w),
-        "fwd+bwd": lambda: both(x, w),
-        "dX": lambda: dx(w),
-        "dW": lambda: dw(x),
+        pass_: functools.partial(fn, *args)
+        for pass_, (fn, args) in jax_programs(conv, x, w, cfg).items()
     }
 
 
-def _torch_passes(x_np, w_np, cfg, layout) -> dict[str, Callable] | None:
+def torch_passes(x_np, w_np, cfg, layout) -> dict[str, Callable] | None:
+    """A closure for each pass of PyTorch's `F.conv2d` + autograd (and "_check": its forward in
+    `layout`), or None without PyTorch."""
     try:
         import torch
         import torch.nn.functional as F
@@ -178,26 +211,19 @@ def run(args: argparse.Namespace) -> dict:
     print(f"GEMM ceiling: {ceiling:.1f} GFLOP/s (f32 {args.gemm_size}³ jnp.dot)", flush=True)
     rows: list[Row] = []
     for name in args.workloads:
-        x_shape, w_shape, cfg = WORKLOADS[name]
         for layout in args.layouts:
-            xs, ws = x_shape, w_shape
-            if layout == "NHWC":
-                xs = (x_shape[0], x_shape[2], x_shape[3], x_shape[1])
-                ws = (w_shape[2], w_shape[3], w_shape[1], w_shape[0])
-            rng = np.random.default_rng(0)
-            x_np = rng.standard_normal(xs).astype(np.float32)
-            w_np = rng.standard_normal(ws).astype(np.float32)
+            x_np, w_np, cfg = workload_operands(name, layout)
             x, w = jnp.asarray(x_np), jnp.asarray(w_np)
             full = dict(cfg, layout=layout)
-            flops = forward_flops(xs, ws, _geometry(xs, ws, cfg, layout))
+            flops = forward_flops(x.shape, w.shape, _geometry(x.shape, w.shape, cfg, layout))
             impls = {
                 "jaxconv": _jax_passes(jaxconv.conv2d, x, w, full),
                 "lax": _jax_passes(jaxconv.conv2d_xla, x, w, full),
             }
             if not args.no_torch:
-                torch_passes = _torch_passes(x_np, w_np, cfg, layout)
-                if torch_passes is not None:
-                    impls["torch"] = torch_passes
+                torch_calls = torch_passes(x_np, w_np, cfg, layout)
+                if torch_calls is not None:
+                    impls["torch"] = torch_calls
             expected = np.asarray(impls["lax"]["fwd"]())
             for impl, passes in list(impls.items()):
                 got = np.asarray(passes.pop("_check", passes["fwd"])())
@@ -206,15 +232,7 @@ def run(args: argparse.Namespace) -> dict:
                     print(f"  {name} {layout} {impl}: WRONG (rel err {err:.1e}); not timed")
                     del impls[impl]
             for pass_ in args.passes:
-                times = {impl: [] for impl in impls}
-                for passes in impls.values():
-                    for _ in range(2):  # compile and warm up
-                        _time_once(passes[pass_])
-                for _ in range(args.repeats):
-                    for impl, passes in impls.items():
-                        for _ in range(args.warm):
-                            _time_once(passes[pass_])
-                        times[impl].append(_time_once(passes[pass_]))
+                times = time_interleaved({impl: p[pass_] for impl, p in impls.items()}, args)
                 for impl, ts in times.items():
                     median = statistics.median(ts)
                     gflops = PASS_FLOPS[pass_] * flops / median / 1e9

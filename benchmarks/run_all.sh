@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs both benchmarks in the three environments the README's Performance section reports,
+# Runs the three benchmarks in the three environments the README's Performance section reports,
 # each in a fresh process: as installed, with glibc's allocator told to keep freed memory
 # (no page faults on every call), and that plus XLA's YNNPACK fusions off.
 # Results land in benchmarks/results/ (JSON and the printed tables).
@@ -14,6 +14,8 @@ run() {  # name, then env assignments
     | tee "benchmarks/results/conv-$name.txt"
   env "$@" python benchmarks/bench_train.py --json "benchmarks/results/train-$name.json" \
     | tee "benchmarks/results/train-$name.txt"
+  env "$@" python benchmarks/bench_gemms.py --json "benchmarks/results/gemms-$name.json" \
+    | tee "benchmarks/results/gemms-$name.txt"
 }
 run default
 run glibc GLIBC_TUNABLES="$GLIBC"

@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load(name):
+    if str(ROOT / "benchmarks") not in sys.path:  # as when run: bench_gemms imports bench_conv
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the class is built
@@ -49,3 +51,39 @@ def test_bench_train_runs(tmp_path):
     result = _load("bench_train").main(["--steps", "2", "--batch-size", "8", "--no-torch"])
     assert set(result["impls"]) == {"jaxconv", "lax"}
     assert result["jaxconv_over_lax"] > 0
+
+
+def test_program_dots_counts_each_dot_by_its_loops_trip_count():
+    import jax
+    import jax.numpy as jnp
+
+    dots = _load("bench_gemms").program_dots
+
+    def f(a, b):
+        inner = lambda c, _: (c @ b, None)  # noqa: E731  a (3, 4)·(4, 4) product per step
+        return jax.lax.scan(lambda c, _: jax.lax.scan(inner, c, None, 5), a, None, 2)[0] @ b.T
+
+    found = list(dots(jax.make_jaxpr(jax.jit(f))(jnp.ones((3, 4)), jnp.ones((4, 4))).jaxpr))
+    assert sorted(d.times for d in found) == [1, 10]
+    assert sum(d.flops for d in found) == 10 * 2 * 3 * 4 * 4 + 2 * 3 * 4 * 4
+
+
+def test_bench_gemms_finds_the_winograd_gemms_and_times_them(monkeypatch, capsys):
+    gemms = _load("bench_gemms")
+    # 4 images 10×10, 16 -> 8 channels: one chunk, 4·4·4 = 64 tiles of 2×2 outputs.
+    # (The dict bench_conv reads too.)
+    monkeypatch.setitem(gemms.WORKLOADS, "T", ((4, 16, 10, 10), (8, 16, 3, 3), dict()))
+    args = ["--workloads", "T", "--layouts", "NHWC", "--passes", "fwd", "--repeats", "2"]
+    result = gemms.main([*args, "--gemm-size", "128", "--no-torch"])
+    rows = {r["impl"]: r for r in result["rows"]}
+    assert set(rows) == {"jaxconv", "GEMMs alone", "lax"}
+    assert all(r["median_ms"] > 0 for r in rows.values())
+    # The 16 products (tiles, C)·(C, O) of F(2×2, 3×3), found in jaxconv's own program.
+    import jax
+    import jax.numpy as jnp
+
+    x, w = jnp.ones((4, 10, 10, 16)), jnp.ones((3, 3, 16, 8))
+    jaxpr = jax.make_jaxpr(lambda x, w: gemms.jaxconv.conv2d(x, w, layout="NHWC"))(x, w)
+    shapes = [tuple(v.aval.shape for v in d.eqn.invars) for d in gemms.program_dots(jaxpr.jaxpr)]
+    assert shapes.count(((64, 16), (16, 8))) == 16
+    assert "GEMMs alone" in capsys.readouterr().out

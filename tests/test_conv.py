@@ -371,6 +371,8 @@ CHUNK_CASES = {
     "depthwise": (5, 4, 8, (9, 8), (3, 3), 1, "SAME", 2, 4),  # ∂L/∂W by chunks
     "winograd": (5, 8, 6, (9, 8), (3, 3), 1, "SAME", 1, 1),
     "winograd-dilated": (5, 8, 6, (9, 8), (3, 3), 1, "SAME", (2, 1), 1),
+    # Nothing to pad (8×6 outputs, whole tiles): the forward takes its chunks as loop state.
+    "winograd-in-place": (5, 8, 6, (10, 8), (3, 3), 1, "VALID", 1, 1),
 }
 
 
@@ -415,8 +417,9 @@ def test_chunked_evaluation_matches_xla(case, layout, images_per_chunk):
 
 
 @pytest.mark.parametrize("images_per_chunk", [2], indirect=True)
-def test_chunked_evaluation_under_vmap_and_second_order(images_per_chunk):
-    x, w, b, cfg = _chunk_setup("gemm", "NCHW")
+@pytest.mark.parametrize("case", ["gemm", "winograd-in-place"])
+def test_chunked_evaluation_under_vmap_and_second_order(case, images_per_chunk):
+    x, w, b, cfg = _chunk_setup(case, "NCHW")
     images_per_chunk(lax_conv2d(x, w, b, **cfg).shape[2:])
 
     _assert_grad_of_grad_matches_xla(x, w, b, cfg)
@@ -424,6 +427,39 @@ def test_chunked_evaluation_under_vmap_and_second_order(images_per_chunk):
     grads = jax.vmap(jax.grad(lambda w: jnp.sum(jaxconv.conv2d(x, w, b, **cfg) ** 2)))(ws)
     expected = jax.vmap(jax.grad(lambda w: jnp.sum(lax_conv2d(x, w, b, **cfg) ** 2)))(ws)
     assert rel_err(grads, expected) <= GRAD_TOL
+    # Batched images too: the chunks that enter the loop as its state carry the vmapped axis.
+    xs = jnp.stack([x, 2 * x])
+    z = jax.vmap(lambda x: jaxconv.conv2d(x, w, b, **cfg))(xs)
+    assert rel_err(z, jax.vmap(lambda x: lax_conv2d(x, w, b, **cfg))(xs)) <= FWD_TOL
+
+
+@pytest.mark.parametrize("images_per_chunk", [2], indirect=True)
+@pytest.mark.parametrize(
+    "case, as_state", [("winograd-in-place", True), ("winograd", False), ("gemm", False)]
+)
+def test_only_a_forward_with_nothing_to_pad_takes_chunks_as_state(
+    case, as_state, images_per_chunk, monkeypatch
+):
+    x, w, b, cfg = _chunk_setup(case, "NHWC")
+    images_per_chunk(lax_conv2d(x, w, b, **cfg).shape[1:3])
+    calls = []
+    original = conv_impl._map_chunks_as_state
+    monkeypatch.setattr(
+        conv_impl, "_map_chunks_as_state", lambda *a: calls.append(1) or original(*a)
+    )
+    z = jaxconv.conv2d(x, w, b, **cfg)
+    assert bool(calls) == as_state
+    assert rel_err(z, lax_conv2d(x, w, b, **cfg)) <= FWD_TOL
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_map_over_images_with_chunks_as_state_matches_one_pass(size):
+    a, b = (jnp.arange(5 * 4 * 3, dtype=jnp.float32).reshape(5, 4, 3) + k for k in (0, 7))
+    fn = lambda a, b: jnp.cumsum(a, axis=1) * b[:, ::-1]  # noqa: E731  per image, not per element
+    expected = np.asarray(fn(a, b))
+    for as_state in (False, True):
+        got = conv_impl._map_over_images(fn, (a, b), size, chunk_as_state=as_state)
+        np.testing.assert_array_equal(np.asarray(got), expected)
 
 
 @pytest.mark.parametrize(
