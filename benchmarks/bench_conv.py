@@ -56,8 +56,16 @@ class Row:
     median_ms: float
     min_ms: float
     max_ms: float
-    gflops: float
-    ceiling_pct: float
+    gflops: float | None  # None: no rate (bench_gemms.py's whole passes)
+    ceiling_pct: float | None
+
+
+def timing_row(key: tuple[str, str, str, str], seconds: list[float], flops, ceiling) -> Row:
+    """The Row of (workload, layout, pass, impl) from its timed runs; flops None: no rate."""
+    median = statistics.median(seconds)
+    gflops = None if flops is None else flops / median / 1e9
+    pct = None if gflops is None else 100 * gflops / ceiling
+    return Row(*key, 1e3 * median, 1e3 * min(seconds), 1e3 * max(seconds), gflops, pct)
 
 
 def workload_operands(name: str, layout: str) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -205,54 +213,23 @@ def _geometry(x_shape, w_shape, cfg, layout) -> jaxconv.ConvGeometry:
     )
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Runs the benchmark; returns {"meta": ..., "rows": [...]}."""
+def report_ceiling(args: argparse.Namespace) -> float:
+    """`gemm_ceiling(args.gemm_size)`, printed."""
     ceiling = gemm_ceiling(args.gemm_size)
     print(f"GEMM ceiling: {ceiling:.1f} GFLOP/s (f32 {args.gemm_size}³ jnp.dot)", flush=True)
-    rows: list[Row] = []
+    return ceiling
+
+
+def workload_cases(args: argparse.Namespace):
+    """(name, layout, x, w, config) for each requested workload and layout."""
     for name in args.workloads:
         for layout in args.layouts:
-            x_np, w_np, cfg = workload_operands(name, layout)
-            x, w = jnp.asarray(x_np), jnp.asarray(w_np)
-            full = dict(cfg, layout=layout)
-            flops = forward_flops(x.shape, w.shape, _geometry(x.shape, w.shape, cfg, layout))
-            impls = {
-                "jaxconv": _jax_passes(jaxconv.conv2d, x, w, full),
-                "lax": _jax_passes(jaxconv.conv2d_xla, x, w, full),
-            }
-            if not args.no_torch:
-                torch_calls = torch_passes(x_np, w_np, cfg, layout)
-                if torch_calls is not None:
-                    impls["torch"] = torch_calls
-            expected = np.asarray(impls["lax"]["fwd"]())
-            for impl, passes in list(impls.items()):
-                got = np.asarray(passes.pop("_check", passes["fwd"])())
-                err = np.max(np.abs(got - expected)) / np.max(np.abs(expected))
-                if not err < 1e-4:
-                    print(f"  {name} {layout} {impl}: WRONG (rel err {err:.1e}); not timed")
-                    del impls[impl]
-            for pass_ in args.passes:
-                times = time_interleaved({impl: p[pass_] for impl, p in impls.items()}, args)
-                for impl, ts in times.items():
-                    median = statistics.median(ts)
-                    gflops = PASS_FLOPS[pass_] * flops / median / 1e9
-                    rows.append(
-                        Row(
-                            name,
-                            layout,
-                            pass_,
-                            impl,
-                            1e3 * median,
-                            1e3 * min(ts),
-                            1e3 * max(ts),
-                            gflops,
-                            100 * gflops / ceiling,
-                        )
-                    )
-                _print_rows(
-                    [r for r in rows if (r.workload, r.layout, r.pass_) == (name, layout, pass_)]
-                )
-    meta = {
+            yield name, layout, *workload_operands(name, layout)
+
+
+def run_meta(args: argparse.Namespace, ceiling: float) -> dict:
+    """The machine, the environment and the method of a run."""
+    return {
         "jax": jax.__version__,
         "torch": _torch_version(),
         "cpu_count": os.cpu_count(),
@@ -265,6 +242,40 @@ def run(args: argparse.Namespace) -> dict:
         "repeats": args.repeats,
         "warm": args.warm,
     }
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Runs the benchmark; returns {"meta": ..., "rows": [...]}."""
+    ceiling = report_ceiling(args)
+    rows: list[Row] = []
+    for name, layout, x_np, w_np, cfg in workload_cases(args):
+        x, w = jnp.asarray(x_np), jnp.asarray(w_np)
+        full = dict(cfg, layout=layout)
+        flops = forward_flops(x.shape, w.shape, _geometry(x.shape, w.shape, cfg, layout))
+        impls = {
+            "jaxconv": _jax_passes(jaxconv.conv2d, x, w, full),
+            "lax": _jax_passes(jaxconv.conv2d_xla, x, w, full),
+        }
+        if not args.no_torch:
+            torch_calls = torch_passes(x_np, w_np, cfg, layout)
+            if torch_calls is not None:
+                impls["torch"] = torch_calls
+        expected = np.asarray(impls["lax"]["fwd"]())
+        for impl, passes in list(impls.items()):
+            got = np.asarray(passes.pop("_check", passes["fwd"])())
+            err = np.max(np.abs(got - expected)) / np.max(np.abs(expected))
+            if not err < 1e-4:
+                print(f"  {name} {layout} {impl}: WRONG (rel err {err:.1e}); not timed")
+                del impls[impl]
+        for pass_ in args.passes:
+            times = time_interleaved({impl: p[pass_] for impl, p in impls.items()}, args)
+            for impl, ts in times.items():
+                key = (name, layout, pass_, impl)
+                rows.append(timing_row(key, ts, PASS_FLOPS[pass_] * flops, ceiling))
+            _print_rows(
+                [r for r in rows if (r.workload, r.layout, r.pass_) == (name, layout, pass_)]
+            )
+    meta = run_meta(args, ceiling)
     result = {"meta": meta, "rows": [asdict(r) for r in rows]}
     result["targets"] = targets(rows)
     print_targets(result["targets"])
@@ -345,11 +356,11 @@ def print_targets(results: list[dict]) -> None:
         print(f"  {'MET    ' if t['met'] else 'NOT MET'}  {t['target']}: {t['value']:.2f}")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workloads", default="ABCDEF", help="e.g. A,B or ABD")
+def add_arguments(parser: argparse.ArgumentParser, workloads: str, passes: str) -> None:
+    """The options bench_conv.py and bench_gemms.py share, with their defaults."""
+    parser.add_argument("--workloads", default=workloads, help="e.g. A,B or ABD")
     parser.add_argument("--layouts", default="NCHW,NHWC")
-    parser.add_argument("--passes", default=",".join(PASSES))
+    parser.add_argument("--passes", default=passes)
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement")
     parser.add_argument(
         "--warm",
@@ -357,14 +368,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="untimed runs of the same implementation before each timed one (see module doc)",
     )
-    parser.add_argument("--quick", action="store_true", help="5 repeats")
     parser.add_argument("--gemm-size", type=int, default=2048)
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if present")
     parser.add_argument("--json", help="also write the results to this file")
-    args = parser.parse_args(argv)
+
+
+def split_lists(args: argparse.Namespace) -> argparse.Namespace:
+    """The comma-separated options as lists (workloads: known names only)."""
     args.workloads = [w for w in args.workloads.replace(",", "") if w in WORKLOADS]
     args.layouts = args.layouts.split(",")
     args.passes = args.passes.split(",")
+    return args
+
+
+def write_json(result: dict, path: str | None) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser, workloads="ABCDEF", passes=",".join(PASSES))
+    parser.add_argument("--quick", action="store_true", help="5 repeats")
+    args = split_lists(parser.parse_args(argv))
     if args.quick:
         args.repeats = 5
     return args
@@ -373,9 +400,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     result = run(args)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(result, args.json)
     return result
 
 

@@ -16,9 +16,6 @@ target, no rearrangement of the work around those GEMMs can meet that target.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -28,12 +25,17 @@ import jax.extend.core as jex
 import jax.numpy as jnp
 import numpy as np
 from bench_conv import (
-    WORKLOADS,
-    gemm_ceiling,
+    Row,
+    add_arguments,
     jax_programs,
+    report_ceiling,
+    run_meta,
+    split_lists,
     time_interleaved,
+    timing_row,
     torch_passes,
-    workload_operands,
+    workload_cases,
+    write_json,
 )
 
 import jaxconv
@@ -118,75 +120,40 @@ def gemms_alone(dots: list[Dot], seed: int = 0) -> Callable:
     return lambda: run(operands)
 
 
-@dataclass
-class Row:
-    workload: str
-    layout: str
-    pass_: str
-    impl: str
-    median_ms: float
-    min_ms: float
-    max_ms: float
-    gflops: float | None  # of the GEMMs alone: their own FLOPs over their time
-
-
 def run(args: argparse.Namespace) -> dict:
     """Runs the benchmark; returns {"meta": ..., "rows": [...]}."""
-    ceiling = gemm_ceiling(args.gemm_size)
-    print(f"GEMM ceiling: {ceiling:.1f} GFLOP/s (f32 {args.gemm_size}³ jnp.dot)", flush=True)
+    ceiling = report_ceiling(args)
     rows: list[Row] = []
-    for name in args.workloads:
-        for layout in args.layouts:
-            x_np, w_np, cfg = workload_operands(name, layout)
-            x, w = jnp.asarray(x_np), jnp.asarray(w_np)
-            full = dict(cfg, layout=layout)
-            ours = jax_programs(jaxconv.conv2d, x, w, full)
-            xla = jax_programs(jaxconv.conv2d_xla, x, w, full)
-            torch_calls = None if args.no_torch else torch_passes(x_np, w_np, cfg, layout)
-            for pass_ in args.passes:
-                fn, fn_args = ours[pass_]
-                dots = list(program_dots(jax.make_jaxpr(fn)(*fn_args).jaxpr))
-                calls = {
-                    "jaxconv": lambda fn=fn, a=fn_args: fn(*a),
-                    "GEMMs alone": gemms_alone(dots),
-                    "lax": lambda p=xla[pass_]: p[0](*p[1]),
-                }
-                if torch_calls is not None:
-                    calls["torch"] = torch_calls[pass_]
-                times = time_interleaved(calls, args)
-                dot_flops = sum(d.flops for d in dots)
-                for impl, ts in times.items():
-                    median = statistics.median(ts)
-                    gflops = dot_flops / median / 1e9 if impl == "GEMMs alone" else None
-                    rows.append(
-                        Row(
-                            name,
-                            layout,
-                            pass_,
-                            impl,
-                            1e3 * median,
-                            1e3 * min(ts),
-                            1e3 * max(ts),
-                            gflops,
-                        )
-                    )
-                _print_rows(
-                    [r for r in rows if (r.workload, r.layout, r.pass_) == (name, layout, pass_)],
-                    ceiling,
-                    len(dots),
-                )
-    meta = {
-        "jax": jax.__version__,
-        "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
-        "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES"),
-        "gemm_ceiling_gflops": ceiling,
-        "repeats": args.repeats,
-        "warm": args.warm,
-    }
+    for name, layout, x_np, w_np, cfg in workload_cases(args):
+        x, w = jnp.asarray(x_np), jnp.asarray(w_np)
+        full = dict(cfg, layout=layout)
+        ours = jax_programs(jaxconv.conv2d, x, w, full)
+        xla = jax_programs(jaxconv.conv2d_xla, x, w, full)
+        torch_calls = None if args.no_torch else torch_passes(x_np, w_np, cfg, layout)
+        for pass_ in args.passes:
+            fn, fn_args = ours[pass_]
+            dots = list(program_dots(jax.make_jaxpr(fn)(*fn_args).jaxpr))
+            calls = {
+                "jaxconv": lambda fn=fn, a=fn_args: fn(*a),
+                "GEMMs alone": gemms_alone(dots),
+                "lax": lambda p=xla[pass_]: p[0](*p[1]),
+            }
+            if torch_calls is not None:
+                calls["torch"] = torch_calls[pass_]
+            times = time_interleaved(calls, args)
+            dot_flops = sum(d.flops for d in dots)
+            for impl, ts in times.items():
+                flops = dot_flops if impl == "GEMMs alone" else None
+                rows.append(timing_row((name, layout, pass_, impl), ts, flops, ceiling))
+            _print_rows(
+                [r for r in rows if (r.workload, r.layout, r.pass_) == (name, layout, pass_)],
+                len(dots),
+            )
+    meta = run_meta(args, ceiling)
     return {"meta": meta, "rows": [asdict(r) for r in rows]}
 
 
-def _print_rows(rows: list[Row], ceiling: float, n_dots: int) -> None:
+def _print_rows(rows: list[Row], n_dots: int) -> None:
     by_impl = {r.impl: r for r in rows}
     alone = by_impl["GEMMs alone"]
     for r in rows:
@@ -195,7 +162,7 @@ def _print_rows(rows: list[Row], ceiling: float, n_dots: int) -> None:
             share = r.median_ms / by_impl["jaxconv"].median_ms
             extra = (
                 f"  {n_dots} dot_generals, {r.gflops:6.1f} GFLOP/s"
-                f" ({100 * r.gflops / ceiling:3.0f}% of ceiling), {100 * share:3.0f}% of jaxconv"
+                f" ({r.ceiling_pct:3.0f}% of ceiling), {100 * share:3.0f}% of jaxconv"
             )
             for ref in ("lax", "torch"):
                 if ref in by_impl:
@@ -209,27 +176,14 @@ def _print_rows(rows: list[Row], ceiling: float, n_dots: int) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workloads", default="BCDE", help="e.g. B,D or BD")
-    parser.add_argument("--layouts", default="NCHW,NHWC")
-    parser.add_argument("--passes", default="fwd,dX,dW")
-    parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement")
-    parser.add_argument("--warm", type=int, default=1, help="as in bench_conv.py")
-    parser.add_argument("--gemm-size", type=int, default=2048)
-    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if present")
-    parser.add_argument("--json", help="also write the results to this file")
-    args = parser.parse_args(argv)
-    args.workloads = [w for w in args.workloads.replace(",", "") if w in WORKLOADS]
-    args.layouts = args.layouts.split(",")
-    args.passes = args.passes.split(",")
-    return args
+    add_arguments(parser, workloads="BCDE", passes="fwd,dX,dW")
+    return split_lists(parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     result = run(args)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(result, args.json)
     return result
 
 

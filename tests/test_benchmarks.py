@@ -71,8 +71,8 @@ def test_program_dots_counts_each_dot_by_its_loops_trip_count():
 def test_bench_gemms_finds_the_winograd_gemms_and_times_them(monkeypatch, capsys):
     gemms = _load("bench_gemms")
     # 4 images 10×10, 16 -> 8 channels: one chunk, 4·4·4 = 64 tiles of 2×2 outputs.
-    # (The dict bench_conv reads too.)
-    monkeypatch.setitem(gemms.WORKLOADS, "T", ((4, 16, 10, 10), (8, 16, 3, 3), dict()))
+    workloads = sys.modules["bench_conv"].WORKLOADS  # the module bench_gemms imported
+    monkeypatch.setitem(workloads, "T", ((4, 16, 10, 10), (8, 16, 3, 3), dict()))
     args = ["--workloads", "T", "--layouts", "NHWC", "--passes", "fwd", "--repeats", "2"]
     result = gemms.main([*args, "--gemm-size", "128", "--no-torch"])
     rows = {r["impl"]: r for r in result["rows"]}
