@@ -13,6 +13,7 @@ import pytest
 
 import jaxconv
 from jaxconv import check
+from jaxconv._src import conv as conv_impl
 from jaxconv._src.geometry import conv_geometry
 
 # Ho = 5 > kh = 3 and Wo = 8 > kw = 2, stride 2 on H: the wrong rules below all matter here.
@@ -147,6 +148,15 @@ def test_float32_mode_and_plot(tmp_path, capsys):
     assert 0 < result.error("lax", "dW").max_rel < 1e-5  # float32 rounding, not float64's
 
 
+def _form_taken(config) -> str:
+    geom = conv_geometry("test", config.x_shape, config.w_shape, **config.kwargs)
+    if conv_impl._is_depthwise(geom):
+        return "depthwise"
+    if conv_impl._is_shallow(geom):
+        return "shallow"
+    return "winograd" if conv_impl._is_winograd(geom) else "rows"
+
+
 def test_random_configs_are_valid_and_varied():
     rng = np.random.default_rng(0)
     configs = [check.random_config(rng) for _ in range(300)]
@@ -161,6 +171,7 @@ def test_random_configs_are_valid_and_varied():
     assert {d for c in configs for d in c.dilation} == {1, 2, 3}
     assert {c.x_shape[0] for c in configs} == {1, 2, 3}
     assert any(c.x_shape[2] != c.x_shape[3] for c in configs if c.layout == "NCHW")
+    assert {_form_taken(c) for c in configs} == {"depthwise", "shallow", "rows", "winograd"}
     for c in configs:  # jaxconv and XLA agree that each output is non-empty
         x = jax.ShapeDtypeStruct(c.x_shape, jnp.float32)
         w = jax.ShapeDtypeStruct(c.w_shape, jnp.float32)

@@ -66,23 +66,9 @@ def test_install_steps_match_ci_and_pyproject():
     assert ci.strip().splitlines()[-1] == tests.split("&&")[-1].strip()
 
 
-def test_demo_command_runs(tmp_path):
-    command = _final_command(SHELL[0])
-    assert command == ["python", "train_demo.py"]
-    result = _run(
-        [
-            sys.executable,
-            "train_demo.py",
-            "--epochs",
-            "1",
-            "--max-steps",
-            "3",
-            "--out",
-            str(tmp_path),
-        ]
-    )
-    assert result.returncode == 0, result.stderr
-    assert "final test accuracy" in result.stdout
+def test_demo_command_is_the_plain_script():
+    # tests/test_train_demo_script.py runs `python train_demo.py` as a user would.
+    assert _final_command(SHELL[0]) == ["python", "train_demo.py"]
 
 
 def test_audit_command_runs(tmp_path):

@@ -64,6 +64,7 @@ def test_script_as_a_user_runs_it(tmp_path):
     )
     assert "epoch   1  train loss" in result.stdout
     assert "hand-derived vs automatic gradients: max relative difference" in result.stdout
+    assert "final test accuracy" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["check_grads"] == 2 and len(metrics["grad_checks"]) == 2
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxconv._src.conv import _SHALLOW_MAX_DEPTH
 from jaxconv._src.geometry import conv_geometry
 
 GRADS = ("dX", "dW", "db")
@@ -166,10 +167,13 @@ def random_config(rng: np.random.Generator) -> AuditConfig:
     """Draws a random valid configuration whose output is never empty.
 
     Stride and dilation 1–3 per axis, kernel 1–4 per axis, every padding form ("VALID",
-    "SAME", "SAME_LOWER", an int, a pair, ((lo, hi), (lo, hi)) with negative = crop), groups
-    1, 2 or depthwise (groups = C, with a channel multiplier of 1 or 2), both layouts, batch
-    1–3. H and W are drawn independently from the smallest size that keeps at least one
-    output row (and one input row after any crop) up to 7 more.
+    "SAME", "SAME_LOWER", an int, a pair, ((lo, hi), (lo, hi)) with negative = crop), both
+    layouts, batch 1–3, and one of five kinds of channels, so that every form of the rules
+    is drawn: groups 1 or 2 with 1–3 channels each (the shallow forms), depthwise (groups =
+    C, with a channel multiplier of 1 or 2), "deep" (groups 1 or 2, more than 36 terms per
+    output: the GEMM forms) and "winograd" (3×3, stride 1, one group of 5–8 channels:
+    F(2×2, 3×3), by phases when dilated). H and W are drawn independently from the smallest
+    size that keeps at least one output row (and one input row after any crop) up to 7 more.
 
     Args:
       rng: the generator to draw from.
@@ -178,13 +182,23 @@ def random_config(rng: np.random.Generator) -> AuditConfig:
       The configuration.
     """
     layout = str(rng.choice(["NCHW", "NHWC"]))
-    kind = str(rng.choice(["one", "two", "depthwise"]))
-    groups = {"one": 1, "two": 2, "depthwise": int(rng.integers(2, 5))}[kind]
-    c = groups if kind == "depthwise" else groups * int(rng.integers(1, 4))
-    o = groups * int(rng.integers(1, 3))
+    kind = str(rng.choice(["one", "two", "depthwise", "deep", "winograd"]))
     k = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
     stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    if kind == "winograd":
+        k, stride = (3, 3), (1, 1)
     dilation = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    if kind == "depthwise":
+        groups, c_per_group = int(rng.integers(2, 5)), 1
+    elif kind == "deep":  # more terms per output than the shallow forms take
+        groups = int(rng.integers(1, 3))
+        c_per_group = _SHALLOW_MAX_DEPTH // (k[0] * k[1]) + int(rng.integers(1, 4))
+    elif kind == "winograd":
+        groups, c_per_group = 1, int(rng.integers(5, 9))
+    else:
+        groups, c_per_group = (1 if kind == "one" else 2), int(rng.integers(1, 4))
+    c = groups * c_per_group
+    o = groups * int(rng.integers(1, 3))
     form = str(rng.choice(["VALID", "SAME", "SAME_LOWER", "int", "pair", "explicit"]))
     padding: Any
     if form == "int":
