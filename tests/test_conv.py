@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import jax
@@ -450,6 +451,31 @@ def test_only_a_forward_with_nothing_to_pad_takes_chunks_as_state(
     z = jaxconv.conv2d(x, w, b, **cfg)
     assert bool(calls) == as_state
     assert rel_err(z, lax_conv2d(x, w, b, **cfg)) <= FWD_TOL
+
+
+@pytest.mark.parametrize("images_per_chunk", [2], indirect=True)
+@pytest.mark.parametrize("case", ["gemm", "winograd", "winograd-in-place"])
+def test_nchw_forward_transposes_by_chunk_unless_a_backward_follows(
+    case, images_per_chunk, monkeypatch
+):
+    x, w, b, cfg = _chunk_setup(case, "NCHW")
+    images_per_chunk(lax_conv2d(x, w, b, **cfg).shape[2:])
+    by_chunk = []
+    original = conv_impl._map_channels_last
+
+    def spy(*args, **kwargs):
+        by_chunk.append(kwargs.get("transpose_by_chunk", False))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(conv_impl, "_map_channels_last", spy)
+    z = jaxconv.conv2d(x, w, b, **cfg)
+    assert by_chunk == [True]  # the forward alone: no batch-sized transposed copy
+    assert rel_err(z, lax_conv2d(x, w, b, **cfg)) <= FWD_TOL
+    by_chunk.clear()
+    loss = lambda conv, x: jnp.sum(jnp.sin(conv(x, w, b, **cfg)))  # noqa: E731
+    dx = jax.grad(functools.partial(loss, jaxconv.conv2d))(x)
+    assert by_chunk == [False, False]  # forward and ∂L/∂X; ∂L/∂W shares the forward's X
+    assert rel_err(dx, jax.grad(functools.partial(loss, lax_conv2d))(x)) <= GRAD_TOL
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5])
