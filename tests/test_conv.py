@@ -316,9 +316,9 @@ def winograd_configs(draw):
     return shapes, o, dict(padding=padding, dilation=dilation, layout=layout)
 
 
-# 100 examples, not the profile's 300: each compiles its own program, and the suite has a
-# 10-minute budget on 2 cores; the fixed cases above cover the boundary shapes.
-@settings(max_examples=100)
+# Half the profile's examples (100 in CI): each compiles its own program, and the fixed
+# cases above cover the boundary shapes.
+@settings(max_examples=settings.default.max_examples // 2)
 @given(winograd_configs(), st.integers(0, 2**31 - 1))
 def test_hypothesis_winograd_matches_xla(config, seed):
     _assert_example_matches_xla(config, seed)
