@@ -217,13 +217,16 @@ def _assert_value_and_grads_match_xla(x, w, b, cfg, cot_seed=4):
 
 # --- The two evaluations of each rule (conv._is_shallow) ----------------------------------
 # Most CASES are shallow (kh·kw·C/G <= 36) and take the fused / whole-batch forms; these
-# force every case through the GEMM forms, and every one through the shallow forms.
-# (Cases with C/G = 1 are always shallow or depthwise.)
-@pytest.fixture(params=["gemm", "shallow"])
+# force every case through the GEMM forms (their ∂L/∂W as one contraction over all taps, as
+# these depths take it, and per kernel row, as deeper ones do), and every one through the
+# shallow forms. (Cases with C/G = 1 are always shallow or depthwise.)
+@pytest.fixture(params=["gemm", "gemm-by-rows", "shallow"])
 def forced_form(request, monkeypatch):
-    depth = 0 if request.param == "gemm" else 10**6
+    depth = 10**6 if request.param == "shallow" else 0
     monkeypatch.setattr(conv_impl, "_SHALLOW_MAX_DEPTH", depth)
-    jax.clear_caches()  # the depth is read when a program is traced
+    if request.param == "gemm-by-rows":
+        monkeypatch.setattr(conv_impl, "_KERNEL_GRAD_ONE_GEMM_MAX_DEPTH", 0)
+    jax.clear_caches()  # the depths are read when a program is traced
     yield request.param
     jax.clear_caches()
 
@@ -281,9 +284,26 @@ WINOGRAD_CASES = {
 }
 
 
+def _set_winograd_kernel_grad(monkeypatch, on: bool) -> None:
+    """Makes ∂L/∂W of every Winograd geometry go by Winograd (on) or by GEMMs (off), whatever
+    the size of its GEMMs, and clears the compiled programs (the choice is made when one is
+    traced)."""
+    monkeypatch.setattr(conv_impl, "_WINOGRAD_KERNEL_GRAD_MIN_MACS", 0 if on else 2**62)
+    jax.clear_caches()
+
+
+@pytest.fixture(params=["winograd", "gemm"])
+def kernel_grad_form(request, monkeypatch):
+    """∂L/∂W of the Winograd geometries by Winograd or by GEMMs (these cases are small
+    enough to take the GEMMs unforced)."""
+    _set_winograd_kernel_grad(monkeypatch, request.param == "winograd")
+    yield request.param
+    jax.clear_caches()
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("case", WINOGRAD_CASES)
-def test_winograd_forms_match_xla(case, layout):
+def test_winograd_forms_match_xla(case, layout, kernel_grad_form):
     batch, c, o, hw, padding, dilation = WINOGRAD_CASES[case]
     x_shape, w_shape = operand_shapes(
         batch=batch, c=c, o=o, hw=hw, khw=(3, 3), groups=1, layout=layout
@@ -292,6 +312,7 @@ def test_winograd_forms_match_xla(case, layout):
     cfg = dict(stride=1, padding=padding, dilation=dilation, groups=1, layout=layout)
     geom = conv_impl.resolve_call("test", x, w, b, **cfg)
     assert conv_impl._is_winograd(geom) and not conv_impl._is_shallow(geom)
+    assert conv_impl._is_winograd_kernel_grad(geom, batch) == (kernel_grad_form == "winograd")
     _assert_value_and_grads_match_xla(x, w, b, cfg)
 
 
@@ -319,9 +340,12 @@ def winograd_configs(draw):
 # Half the profile's examples (100 in CI): each compiles its own program, and the fixed
 # cases above cover the boundary shapes.
 @settings(max_examples=settings.default.max_examples // 2)
-@given(winograd_configs(), st.integers(0, 2**31 - 1))
-def test_hypothesis_winograd_matches_xla(config, seed):
-    _assert_example_matches_xla(config, seed)
+@given(winograd_configs(), st.booleans(), st.integers(0, 2**31 - 1))
+def test_hypothesis_winograd_matches_xla(config, winograd_kernel_grad, seed):
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _set_winograd_kernel_grad(monkeypatch, winograd_kernel_grad)
+        _assert_example_matches_xla(config, seed)
+    jax.clear_caches()
 
 
 def test_winograd_float32_error_is_that_of_the_gemm_forms(monkeypatch):
@@ -337,6 +361,7 @@ def test_winograd_float32_error_is_that_of_the_gemm_forms(monkeypatch):
         got = [jaxconv.conv2d(x, w, **cfg), *loss_grads(jaxconv.conv2d, x, w, None, cot, **cfg)]
         return [rel_err(a, t) for a, t in zip(got[:3], truth[:3])]
 
+    _set_winograd_kernel_grad(monkeypatch, True)  # this size would take the GEMM ∂L/∂W
     winograd = errors()
     monkeypatch.setattr(conv_impl, "_is_winograd", lambda geom: False)
     gemm = errors()
@@ -380,12 +405,13 @@ CHUNK_CASES = {
 @pytest.fixture
 def images_per_chunk(request, monkeypatch):
     """Sets the chunk size to `request.param` images of the case's output and clears the
-    compiled programs (the size is read when a program is traced)."""
+    compiled programs (the size is read when a program is traced). The Winograd cases take
+    Winograd's ∂L/∂W too, whatever the size of its GEMMs."""
 
     def set_for(out_hw):
         monkeypatch.setattr(conv_impl, "_CHUNK_POSITIONS", request.param * out_hw[0] * out_hw[1])
         monkeypatch.setattr(conv_impl, "_WINOGRAD_CHUNK_VALUES", 0)
-        jax.clear_caches()
+        _set_winograd_kernel_grad(monkeypatch, True)
 
     yield set_for
     jax.clear_caches()
@@ -514,16 +540,22 @@ def test_images_per_chunk(monkeypatch, n, positions, out_hw, expected):
     assert conv_impl._images_per_chunk(n, geom) == expected
 
 
+# The Winograd ∂L/∂W's GEMMs per chunk: (2×2 tiles per image · images) · C · O multiply-adds
+# against 2^22. E: 16·16 tiles (4 phases of 8·8) · 16 images · 32 · 32 = 2^22 exactly;
+# D: 28·28 · 2 · 64 · 64 = 2^22.6; B: 12·12 · 8 · 32 · 64 = 2^21.2, by GEMMs (6144 / 576 =
+# 10.7 -> 8 images, a divisor >= 6, as for any GEMM form); C is not a Winograd geometry.
 @pytest.mark.parametrize(
-    "n, c, o, hw, stride, padding, dilation, expected",
+    "n, c, o, hw, stride, padding, dilation, expected, winograd_dw, gemm_dw_chunk",
     [
-        (32, 32, 32, (32, 32), 1, "SAME", 2, 16),  # E: Winograd, 2^19 / 32 = 16384 positions
-        (32, 64, 64, (56, 56), 1, "SAME", 1, 2),  # D: 8192 positions, 2.6 images; 2 divides 32
-        (128, 32, 64, (26, 26), 1, "VALID", 1, 8),  # B: 8192 / 576 = 14.2 -> 8, a divisor >= 7
-        (64, 64, 128, (32, 32), 2, "SAME", 1, 16),  # C, stride 2: 6144 / 256 = 24 -> 16
+        (32, 32, 32, (32, 32), 1, "SAME", 2, 16, True, 4),  # E: 2^19 / 32 = 16384 positions
+        (32, 64, 64, (56, 56), 1, "SAME", 1, 2, True, 2),  # D: 8192 positions, 2.6 images
+        (128, 32, 64, (26, 26), 1, "VALID", 1, 8, False, 8),  # B: 8192 / 576 = 14.2 -> 8
+        (64, 64, 128, (32, 32), 2, "SAME", 1, 16, False, 16),  # C, stride 2: 6144 / 256 = 24
     ],
 )
-def test_images_per_chunk_of_the_winograd_forms(n, c, o, hw, stride, padding, dilation, expected):
+def test_images_per_chunk_of_the_winograd_forms(
+    n, c, o, hw, stride, padding, dilation, expected, winograd_dw, gemm_dw_chunk
+):
     geom = geometry.conv_geometry(
         "test",
         (n, c, *hw),
@@ -536,6 +568,33 @@ def test_images_per_chunk_of_the_winograd_forms(n, c, o, hw, stride, padding, di
     )
     assert conv_impl._is_winograd(geom) == (stride == 1)
     assert conv_impl._images_per_chunk(n, geom) == expected
+    assert conv_impl._is_winograd_kernel_grad(geom, expected) == winograd_dw
+    assert conv_impl._images_per_chunk(n, geom, winograd=False) == gemm_dw_chunk
+
+
+@pytest.mark.parametrize("winograd", [True, False])
+def test_kernel_grad_rule_takes_the_form_chosen(winograd, monkeypatch):
+    x, w, b, cfg = _chunk_setup("winograd", "NHWC")
+    _set_winograd_kernel_grad(monkeypatch, winograd)
+    calls = []
+
+    def recording(name):
+        original = getattr(conv_impl, name)
+
+        def form(*args, **kwargs):
+            calls.append(name)
+            return original(*args, **kwargs)
+
+        return form
+
+    for name in ("_grad_kernel_winograd", "_grad_kernel_gemm"):
+        monkeypatch.setattr(conv_impl, name, recording(name))
+    g = jnp.ones(lax_conv2d(x, w, b, **cfg).shape)
+    dw = jaxconv.conv2d_grad_kernel(x, g, w.shape, **cfg)
+    assert calls == ["_grad_kernel_winograd" if winograd else "_grad_kernel_gemm"]
+    _, vjp = jax.vjp(lambda w: lax_conv2d(x, w, b, **cfg), w)
+    assert rel_err(dw, vjp(g)[0]) <= GRAD_TOL
+    jax.clear_caches()
 
 
 def test_jit_does_not_retrace_for_same_shapes():

@@ -172,7 +172,8 @@ def random_config(rng: np.random.Generator) -> AuditConfig:
     is drawn: groups 1 or 2 with 1–3 channels each (the shallow forms), depthwise (groups =
     C, with a channel multiplier of 1 or 2), "deep" (groups 1 or 2, more than 36 terms per
     output: the GEMM forms) and "winograd" (3×3, stride 1, one group of 5–8 channels:
-    F(2×2, 3×3), by phases when dilated). H and W are drawn independently from the smallest
+    F(2×2, 3×3), by phases when dilated; at these sizes ∂L/∂W takes the GEMM form, see
+    `conv._is_winograd_kernel_grad`). H and W are drawn independently from the smallest
     size that keeps at least one output row (and one input row after any crop) up to 7 more.
 
     Args:

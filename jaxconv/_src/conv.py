@@ -17,6 +17,7 @@ which need no transposes.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -138,6 +139,29 @@ def _is_winograd(geom: ConvGeometry) -> bool:
     return geom.kernel_hw == (3, 3) and geom.stride == (1, 1) and geom.groups == 1
 
 
+# ∂L/∂W by Winograd does 4/9 of the GEMM form's multiply-adds, but as 16 GEMMs per chunk
+# (C × tiles)·(tiles × O); smaller than this each, XLA runs them slowly enough that the GEMM
+# form's one contraction over all taps is faster (B, 2^21.2 each: 64 -> 40 ms with YNNPACK's
+# fusions off, 41 -> 36 as installed; D, 2^22.6, and E, 2^22, are faster by Winograd; this
+# machine).
+_WINOGRAD_KERNEL_GRAD_MIN_MACS = 2**22
+# ∂L/∂W's GEMM form puts the windows of all taps side by side in one contraction up to this
+# many output rows (kh·kw·C/G; B, 288: 46 -> 34 ms, C, 576: 30 -> 28 ms against one per
+# kernel row, this machine); deeper, one per kernel row keeps a chunk's windows smaller.
+_KERNEL_GRAD_ONE_GEMM_MAX_DEPTH = 576
+
+
+def _is_winograd_kernel_grad(geom: ConvGeometry, images_per_chunk: int) -> bool:
+    """Whether ∂L/∂W goes by Winograd: a Winograd geometry whose 16 GEMMs, on chunks of
+    `images_per_chunk` images, have at least `_WINOGRAD_KERNEL_GRAD_MIN_MACS` multiply-adds."""
+    if not _is_winograd(geom):
+        return False
+    tiles = images_per_chunk * math.prod(
+        (n + -n % (2 * d)) // 2 for n, d in zip(geom.out_hw, geom.dilation)
+    )  # 2×2 output tiles per image, over all phases (`_tile_aligned`)
+    return tiles * geom.in_channels * geom.out_channels >= _WINOGRAD_KERNEL_GRAD_MIN_MACS
+
+
 # --- GEMM forms: channels-last, one contraction per kernel row. -----------------------------
 
 
@@ -216,17 +240,19 @@ def _row_backward(g: jax.Array, w_row: jax.Array, groups: int, acc) -> list[jax.
     return list(out)
 
 
-def _row_kernel_grad(windows: list[jax.Array], g: jax.Array, groups: int, acc) -> jax.Array:
-    """One kernel row's ∂L/∂W (eq. 8): Σ_m windows[b][m, g·Cg + i]·g[m, g·Og + o].
+def _windows_kernel_grad(windows: list[jax.Array], g: jax.Array, groups: int, acc) -> jax.Array:
+    """The taps' ∂L/∂W (eq. 8) from their windows: Σ_m windows[t][m, g·Cg + i]·g[m, g·Og + o].
+
+    The windows side by side make one contraction with len(windows)·C/G output rows.
 
     Args:
-      windows: kw arrays (M, C), the row's windows of the padded input.
+      windows: arrays (M, C), the taps' windows of the padded input.
       g: (M, O), ∂L/∂Z with its positions flattened.
 
     Returns:
-      (kw, C//G, O) in `acc`.
+      (len(windows), C//G, O) in `acc`.
     """
-    kw, (m, c), o = len(windows), windows[0].shape, g.shape[1]
+    taps, (m, c), o = len(windows), windows[0].shape, g.shape[1]
     if groups == 1:
         dw = lax.dot_general(
             jnp.concatenate(windows, axis=1),
@@ -234,14 +260,14 @@ def _row_kernel_grad(windows: list[jax.Array], g: jax.Array, groups: int, acc) -
             (((0,), (0,)), ((), ())),
             preferred_element_type=acc,
         )
-        return dw.reshape(kw, c, o)
+        return dw.reshape(taps, c, o)
     dw = lax.dot_general(
-        jnp.stack(windows, axis=1).reshape(m, kw, groups, c // groups),
+        jnp.stack(windows, axis=1).reshape(m, taps, groups, c // groups),
         g.reshape(m, groups, o // groups),
         (((0,), (0,)), ((2,), (1,))),
         preferred_element_type=acc,
-    )  # (G, kw, Cg, Og)
-    return dw.transpose(1, 2, 0, 3).reshape(kw, c // groups, o)
+    )  # (G, taps, Cg, Og)
+    return dw.transpose(1, 2, 0, 3).reshape(taps, c // groups, o)
 
 
 def _forward_rows(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
@@ -267,17 +293,19 @@ def _grad_input_rows(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Arra
     return _place_taps(received, geom, "NHWC")
 
 
-def _grad_kernel_rows(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
-    """Eq. 8 as GEMMs, summed over the (N, H, W, C) images of `x` and `g`."""
+def _grad_kernel_gemm(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """Eq. 8 as GEMMs, summed over the (N, H, W, C) images of `x` and `g`: one contraction
+    over the windows of all taps when it has at most `_KERNEL_GRAD_ONE_GEMM_MAX_DEPTH` output
+    rows (kh·kw·C/G), else one per kernel row."""
     acc = _accumulation_dtype(x.dtype)
     x_pad = _pad_spatial(x, geom.padding)
     g_rows = g.reshape(-1, geom.out_channels)
-    return jnp.stack(
-        [
-            _row_kernel_grad(_row_windows(x_pad, a, geom), g_rows, geom.groups, acc)
-            for a in range(geom.kernel_hw[0])
-        ]
-    )
+    (kh, kw), groups = geom.kernel_hw, geom.groups
+    rows = [_row_windows(x_pad, a, geom) for a in range(kh)]
+    if kh * kw * geom.in_channels // groups <= _KERNEL_GRAD_ONE_GEMM_MAX_DEPTH:
+        dw = _windows_kernel_grad([w for row in rows for w in row], g_rows, groups, acc)
+        return dw.reshape(kh, kw, *dw.shape[1:])
+    return jnp.stack([_windows_kernel_grad(row, g_rows, groups, acc) for row in rows])
 
 
 # --- Winograd forms: F(2×2, 3×3), channels-last. --------------------------------------------
@@ -487,14 +515,15 @@ _CHUNK_POSITIONS = 6144
 _WINOGRAD_CHUNK_VALUES = 2**19
 
 
-def _images_per_chunk(n: int, geom: ConvGeometry) -> int:
+def _images_per_chunk(n: int, geom: ConvGeometry, winograd: bool | None = None) -> int:
     """Images per chunk: the count nearest `_CHUNK_POSITIONS` output positions (for the
     Winograd forms, at least `_WINOGRAD_CHUNK_VALUES` / O), at least one.
 
     A divisor of n when there is one at least half that size, so no remainder is left.
+    `winograd`: whether the form is a Winograd one; by default, whether `geom` takes them.
     """
     positions = _CHUNK_POSITIONS
-    if _is_winograd(geom):
+    if _is_winograd(geom) if winograd is None else winograd:
         positions = max(positions, _WINOGRAD_CHUNK_VALUES // geom.out_channels)
     target = max(1, min(n, round(positions / max(1, geom.out_hw[0] * geom.out_hw[1]))))
     for size in range(target, (target - 1) // 2, -1):
@@ -669,11 +698,12 @@ def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arra
     the forward's stride becomes the step of the correlation and its dilation the spacing
     of the kernel taps. r and c run over the output rows and columns (Ho, Wo), not over the
     kernel's k1, k2 as eqs. 7–8 of the seed misprint. Contractions over the same strided
-    windows the forward reads: per kernel row (deep, channels-last, summed over chunks of
-    images), all taps at once (shallow), or a product per tap summed over the positions
-    (depthwise, by chunks of images). For a deep, ungrouped 3×3 kernel at stride 1, by the
-    F(2×2, 3×3) tiles instead of the windows (eq. 36; dilated by phases, eq. 37), by chunks
-    of images.
+    windows the forward reads: all taps at once, or per kernel row when that is over 576
+    deep (deep, channels-last, summed over chunks of images), all taps at once (shallow),
+    or a product per tap summed over the positions (depthwise, by chunks of images). For a
+    deep, ungrouped 3×3 kernel at stride 1 whose chunks make large enough GEMMs
+    (`_is_winograd_kernel_grad`), by the F(2×2, 3×3) tiles instead of the windows (eq. 36;
+    dilated by phases, eq. 37), by chunks of images.
 
     Args:
       x: (N, C, H, W) or (N, H, W, C), as `geom.layout`.
@@ -689,7 +719,10 @@ def grad_kernel_rule(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arra
     if _is_shallow(geom):
         return _grad_kernel_shallow(x, g, geom)
     x, g = lay.to_channels_last(x, geom.layout), lay.to_channels_last(g, geom.layout)
-    form = _grad_kernel_winograd if _is_winograd(geom) else _grad_kernel_rows
+    if _is_winograd_kernel_grad(geom, chunk):
+        form = _grad_kernel_winograd
+    else:
+        form, chunk = _grad_kernel_gemm, _images_per_chunk(x.shape[0], geom, winograd=False)
     return _sum_over_images(functools.partial(form, geom=geom), (x, g), chunk)
 
 
