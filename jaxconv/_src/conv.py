@@ -141,9 +141,9 @@ def _is_winograd(geom: ConvGeometry) -> bool:
 
 # ∂L/∂W by Winograd does 4/9 of the GEMM form's multiply-adds, but as 16 GEMMs per chunk
 # (C × tiles)·(tiles × O); smaller than this each, XLA runs them slowly enough that the GEMM
-# form's one contraction over all taps is faster (B, 2^21.2 each: 64 -> 40 ms with YNNPACK's
-# fusions off, 41 -> 36 as installed; D, 2^22.6, and E, 2^22, are faster by Winograd; this
-# machine).
+# form's one contraction over all taps is faster (B, 2^21.2 each: 62 -> 40 ms with YNNPACK's
+# fusions off, level within noise as installed; D, 2^22.6, and E, 2^22, are faster by
+# Winograd; this machine).
 _WINOGRAD_KERNEL_GRAD_MIN_MACS = 2**22
 # ∂L/∂W's GEMM form puts the windows of all taps side by side in one contraction up to this
 # many output rows (kh·kw·C/G; B, 288: 46 -> 34 ms, C, 576: 30 -> 28 ms against one per
@@ -162,7 +162,7 @@ def _is_winograd_kernel_grad(geom: ConvGeometry, images_per_chunk: int) -> bool:
     return tiles * geom.in_channels * geom.out_channels >= _WINOGRAD_KERNEL_GRAD_MIN_MACS
 
 
-# --- GEMM forms: channels-last, one contraction per kernel row. -----------------------------
+# --- GEMM forms: channels-last, a contraction per kernel row (∂L/∂W: all taps at once). -------
 
 
 def _row_windows(x_pad: jax.Array, row: int, geom: ConvGeometry) -> list[jax.Array]:
@@ -303,7 +303,8 @@ def _grad_kernel_gemm(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arr
     (kh, kw), groups = geom.kernel_hw, geom.groups
     rows = [_row_windows(x_pad, a, geom) for a in range(kh)]
     if kh * kw * geom.in_channels // groups <= _KERNEL_GRAD_ONE_GEMM_MAX_DEPTH:
-        dw = _windows_kernel_grad([w for row in rows for w in row], g_rows, groups, acc)
+        windows = [window for row in rows for window in row]
+        dw = _windows_kernel_grad(windows, g_rows, groups, acc)
         return dw.reshape(kh, kw, *dw.shape[1:])
     return jnp.stack([_windows_kernel_grad(row, g_rows, groups, acc) for row in rows])
 
@@ -523,7 +524,9 @@ def _images_per_chunk(n: int, geom: ConvGeometry, winograd: bool | None = None) 
     `winograd`: whether the form is a Winograd one; by default, whether `geom` takes them.
     """
     positions = _CHUNK_POSITIONS
-    if _is_winograd(geom) if winograd is None else winograd:
+    if winograd is None:
+        winograd = _is_winograd(geom)
+    if winograd:
         positions = max(positions, _WINOGRAD_CHUNK_VALUES // geom.out_channels)
     target = max(1, min(n, round(positions / max(1, geom.out_hw[0] * geom.out_hw[1]))))
     for size in range(target, (target - 1) // 2, -1):
