@@ -57,12 +57,25 @@ class Dot:
         return 2 * contracted * int(np.prod(self.eqn.outvars[0].aval.shape)) * self.times
 
 
+def _platform_branch(eqn: jex.JaxprEqn, platform: str) -> jex.ClosedJaxpr:
+    """The branch of a `lax.platform_dependent` cond that `platform` lowers."""
+    platforms = eqn.params["branches_platforms"]
+    explicit = [i for i, names in enumerate(platforms) if names and platform in names]
+    index = explicit[0] if explicit else platforms.index(None)
+    return eqn.params["branches"][index]
+
+
 def program_dots(jaxpr: jex.Jaxpr, times: int = 1) -> Iterator[Dot]:
     """Every `dot_general` in `jaxpr` and in the jaxprs nested in its equations (jit, scan,
-    custom_vjp, ...), a scan's body counted `length` times."""
+    custom_vjp, ...), a scan's body counted `length` times; of a `lax.platform_dependent`
+    choice (jaxconv's plan per platform), the branch of the default backend only."""
     for eqn in jaxpr.eqns:
         if eqn.primitive.name == "dot_general":
             yield Dot(eqn, times)
+        if eqn.primitive.name == "cond" and eqn.params.get("branches_platforms"):
+            branch = _platform_branch(eqn, jax.default_backend())
+            yield from program_dots(branch.jaxpr, times)
+            continue
         inner = times * (eqn.params["length"] if eqn.primitive.name == "scan" else 1)
         if eqn.primitive.name == "while":
             raise NotImplementedError("a while loop's trip count is not in its jaxpr")

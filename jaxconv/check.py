@@ -7,7 +7,8 @@ Draws N seeded random valid configurations (stride 1–3, every padding form: "V
 "SAME_LOWER", an int, a pair, ((lo, hi), (lo, hi)) with negative = crop and asymmetric;
 dilation 1–3; groups 1, 2 or depthwise; both layouts; batch 1–3; non-square shapes). For each
 one it compares dX, dW and db from `jax.vjp` of `jaxconv.conv2d` (which runs the custom_vjp
-rules) with:
+rules) under every plan `jaxconv.supported` lists for it (the plain rules, every family of
+fast forms, chunked ones, and the plan `jaxconv.choose` picks on each platform) with:
 
   naive  jax.vjp of jaxconv.conv2d_reference (eq. 6 as gathers, plain autodiff)
   lax    jax.vjp of lax.conv_general_dilated + bias (jaxconv.conv2d_xla)
@@ -20,8 +21,9 @@ for naive, lax and torch, 1e-6 for fd; float32 1e-4 for all (the gradients and t
 lax and torch references run in float32; fd stays float64). With --dtype float64, 64-bit
 JAX types are switched on before anything is computed.
 
-Prints one row per configuration (max abs / max rel error of each gradient against each
-reference, PASS or FAIL), the worst errors, then `N passed, M failed` on its own line; the
+Prints one row per configuration (the largest max abs / max rel error of each gradient
+against each reference over its plans, PASS or FAIL, the number of plans, and the failing
+ones), the worst errors, the forms audited, then `N passed, M failed` on its own line; the
 exit status is 1 if any configuration failed.
 
 From Python:
@@ -50,6 +52,7 @@ from jaxconv._src.audit import AuditConfig as AuditConfig
 from jaxconv._src.audit import ComparisonResult as ComparisonResult
 from jaxconv._src.audit import GradError as GradError
 from jaxconv._src.audit import Tolerance as Tolerance
+from jaxconv._src.audit import audited_forms as audited_forms
 from jaxconv._src.audit import compare as compare
 from jaxconv._src.audit import plot as plot
 from jaxconv._src.audit import random_config as random_config
@@ -68,7 +71,8 @@ def header(references: Sequence[str]) -> str:
     group = len(GRADS) * (_CELL + 1)
     top = " " * 12 + "".join(f"{ref + ' (max abs/max rel)':<{group}}| " for ref in references)
     cells = "".join(f"{g:<{_CELL}} " for g in GRADS)
-    return top + "\n" + f"{'#':>4} result  " + "".join(f"{cells}| " for _ in references) + "config"
+    columns = "".join(f"{cells}| " for _ in references)
+    return top + "\n" + f"{'#':>4} result  " + columns + "plans | config"
 
 
 def format_row(index: int, result: ComparisonResult) -> str:
@@ -85,7 +89,9 @@ def format_row(index: int, result: ComparisonResult) -> str:
             group.append(f"{text:<{_CELL}}")
         cells.append(" ".join(group) + " | ")
     status = "PASS" if result.passed else "FAIL"
-    return f"{index:4d} {status}    " + "".join(cells) + result.config.describe()
+    failing = "".join(f"  FAILED under: {p}" for p in result.failing_plans)
+    plans = f"{len(result.plans):5d} | "
+    return f"{index:4d} {status}    " + "".join(cells) + plans + result.config.describe() + failing
 
 
 def summary(results: Sequence[ComparisonResult]) -> str:
@@ -99,6 +105,9 @@ def summary(results: Sequence[ComparisonResult]) -> str:
             f"worst {grad} vs {ref:<5}: max abs {e.max_abs:.2e}  max rel {e.max_rel:.2e}  "
             f"(tolerance {e.tolerance:g}, {'ok' if e.passed else 'FAILED'})"
         )
+    counts = audited_forms(results)
+    forms = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "plans")
+    lines.append(f"audited {counts['plans']} plans over {len(results)} configurations: {forms}")
     return "\n".join(lines)
 
 
@@ -172,6 +181,7 @@ __all__ = [
     "ComparisonResult",
     "GradError",
     "Tolerance",
+    "audited_forms",
     "compare",
     "format_row",
     "header",

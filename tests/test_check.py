@@ -13,7 +13,6 @@ import pytest
 
 import jaxconv
 from jaxconv import check
-from jaxconv._src import conv as conv_impl
 from jaxconv._src.geometry import conv_geometry
 
 # Ho = 5 > kh = 3 and Wo = 8 > kw = 2, stride 2 on H: the wrong rules below all matter here.
@@ -94,13 +93,22 @@ def test_jaxconv_passes_with_tiny_errors():
     assert jax.config.jax_enable_x64 == before
     assert result.passed
     assert result.references == ("naive", "lax", "fd")
-    assert len(result.errors) == 9
+    # Every plan jaxconv.supported lists: the plain rules, the GEMM and shallow families; no
+    # Winograd (a 3×2 kernel), no depthwise (C/G = 3), chunks of one image of the two.
+    assert result.plans == jaxconv.supported(conv_geometry("t", CONFIG.x_shape, CONFIG.w_shape,
+                                                           **CONFIG.kwargs))  # fmt: skip
+    assert len(result.plans) >= 5 and len(result.errors) == 9 * len(result.plans)
+    assert {e.plan for e in result.errors} == {str(p) for p in result.plans}
     assert max(e.max_rel for e in result.errors if e.reference != "fd") < 1e-12
     assert result.error("fd", "dX").max_rel < 1e-8
     # The relative error is max|manual − ref| / max|ref|.
     manual, auto = result.manual["dW"], result.automatic["lax"]["dW"]
     expected = np.max(np.abs(manual - auto)) / np.max(np.abs(auto))
-    assert result.error("lax", "dW").max_rel == pytest.approx(expected, rel=1e-12, abs=1e-300)
+    default = str(jaxconv.choose(conv_geometry("t", CONFIG.x_shape, CONFIG.w_shape,
+                                               **CONFIG.kwargs)))  # fmt: skip
+    got = result.error("lax", "dW", plan=default).max_rel
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-300)
+    assert result.error("lax", "dW").max_rel >= got  # the largest over the plans
 
 
 def test_the_correct_rules_through_the_injection_pass():
@@ -149,12 +157,9 @@ def test_float32_mode_and_plot(tmp_path, capsys):
 
 
 def _form_taken(config) -> str:
+    """The ∂L/∂X form jaxconv takes for `config` on the CPU."""
     geom = conv_geometry("test", config.x_shape, config.w_shape, **config.kwargs)
-    if conv_impl._is_depthwise(geom):
-        return "depthwise"
-    if conv_impl._is_shallow(geom):
-        return "shallow"
-    return "winograd" if conv_impl._is_winograd(geom) else "rows"
+    return jaxconv.choose(geom, "cpu").grad_input
 
 
 def test_random_configs_are_valid_and_varied():
@@ -171,7 +176,17 @@ def test_random_configs_are_valid_and_varied():
     assert {d for c in configs for d in c.dilation} == {1, 2, 3}
     assert {c.x_shape[0] for c in configs} == {1, 2, 3}
     assert any(c.x_shape[2] != c.x_shape[3] for c in configs if c.layout == "NCHW")
-    assert {_form_taken(c) for c in configs} == {"depthwise", "shallow", "rows", "winograd"}
+    assert {_form_taken(c) for c in configs} == {"depthwise", "shallow", "gemm-rows", "winograd"}
+    # Whatever the form chosen, the audit runs every supported plan: Winograd's ∂L/∂W and
+    # chunked plans among them.
+    listed = [
+        (c, p)
+        for c in configs
+        for p in jaxconv.supported(conv_geometry("t", c.x_shape, c.w_shape, **c.kwargs))
+    ]
+    assert any(p.grad_kernel == "winograd" for _, p in listed)
+    assert any(p.chunks_as_state and p.forward_chunk < c.x_shape[0] for c, p in listed)
+    assert any((p.grad_kernel_chunk or 9) < c.x_shape[0] for c, p in listed)
     for c in configs:  # jaxconv and XLA agree that each output is non-empty
         x = jax.ShapeDtypeStruct(c.x_shape, jnp.float32)
         w = jax.ShapeDtypeStruct(c.w_shape, jnp.float32)
@@ -187,7 +202,8 @@ def test_torch_comparison(capsys):
     for dtype, bound in (("float64", 1e-12), ("float32", 1e-5)):
         result = check.compare(CONFIG, dtype=dtype, use_torch=True)
         torch_errors = [e for e in result.errors if e.reference == "torch"]
-        assert len(torch_errors) == 3 and all(e.max_rel < bound for e in torch_errors)
+        assert len(torch_errors) == 3 * len(result.plans)
+        assert all(e.max_rel < bound for e in torch_errors)
     # Negative and asymmetric padding go through F.pad.
     cropped = check.AuditConfig(
         (1, 7, 6, 2), (2, 3, 2, 4), padding=((-1, 2), (0, -2)), layout="NHWC"
@@ -205,8 +221,28 @@ def test_torch_missing_is_skipped_with_a_message(capsys, monkeypatch):
     assert "torch (max abs" not in out
 
 
+def test_every_plan_is_audited_and_a_failing_plan_is_named(capsys):
+    # A Winograd geometry of two images: its plans include Winograd's ∂L/∂W, whole and in
+    # chunks of one image with the forward's chunks as loop state.
+    config = check.AuditConfig((2, 6, 7, 6), (4, 6, 3, 3), padding="SAME")
+    result = check.compare(config)
+    plans = [p for p in result.plans if p.grad_kernel == "winograd"]
+    assert {p.grad_kernel_chunk for p in plans} >= {None, 1}
+    assert any(p.chunks_as_state for p in plans)
+    for p in plans:
+        assert result.error("lax", "dW", plan=str(p)).passed
+        assert result.error("fd", "dX", plan=str(p)).max_rel < 1e-8
+    assert result.failing_plans == ()
+    assert check.main(["--n", "2", "--seed", "0"]) == 0
+    out = capsys.readouterr().out
+    counts = re.search(r"audited (\d+) plans over 2 configurations: (.*)", out)
+    assert counts and int(counts.group(1)) >= 8 and "grad_kernel plain 2" in counts.group(2)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="`dtype` must be one of"):
         check.compare(CONFIG, dtype="float16")
+    with pytest.raises(ValueError, match="`conv` or `plans`, not both"):
+        check.compare(CONFIG, conv=jaxconv.conv2d, plans=[jaxconv.Plan()])
     with pytest.raises(SystemExit):
         check.main(["--n", "0"])

@@ -33,7 +33,7 @@ def _run(args, **kwargs):
 
 
 def test_readme_has_the_blocks_this_file_runs():
-    assert len(PYTHON) == 2 and len(SHELL) == 3
+    assert len(PYTHON) == 3 and len(SHELL) == 3
 
 
 @pytest.mark.parametrize("index", range(len(PYTHON)))
@@ -42,8 +42,11 @@ def test_python_blocks_run(index):
     assert result.returncode == 0, result.stderr
     if index == 0:
         assert result.stdout.strip() == "(16, 3, 3, 3)"
-    else:
+    elif index == 1:
         assert float(result.stdout.strip()) < 1e-4
+    else:  # the plans block prints what its comments say
+        comments = re.findall(r"print\(.*\)  # (.*)", PYTHON[index])
+        assert result.stdout.strip().splitlines() == comments
 
 
 def _final_command(block: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""winograd.py: F(2×2, 3×3) against the sums of eqs. 6 and 8 written out as loops.
+"""evaluation/winograd.py: F(2×2, 3×3) against the sums of eqs. 6 and 8 written out as loops.
 
 On small integers in float64 every intermediate (halves included) is exact, so the tile
 algebra must reproduce the loops exactly, not within a tolerance.
@@ -6,11 +6,13 @@ algebra must reproduce the loops exactly, not within a tolerance.
 
 from __future__ import annotations
 
+import itertools
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxconv._src import winograd
+from jaxconv._src.evaluation import winograd
 
 # (N, Ho, Wo, C, O): whole tiles, an overhanging row and column, a single output.
 SIZES = [(2, 4, 6, 3, 2), (1, 5, 3, 2, 4), (3, 1, 1, 1, 1)]
@@ -76,3 +78,24 @@ def test_one_tile_by_hand():
 @pytest.mark.parametrize("out_hw, expected", [((4, 6), (2, 3)), ((5, 1), (3, 1)), ((1, 2), (1, 1))])
 def test_tile_counts(out_hw, expected):
     assert winograd.tile_counts(out_hw) == expected
+
+
+def test_split_phases_is_strided_slicing_and_merge_phases_inverts_it():
+    a = jnp.arange(2 * 6 * 6 * 3).reshape(2, 6, 6, 3)
+    phases = winograd.split_phases(a, (2, 3))
+    assert phases.shape == (12, 3, 2, 3)
+    for n, rho, sigma in itertools.product(range(2), range(2), range(3)):
+        np.testing.assert_array_equal(phases[n * 6 + rho * 3 + sigma], a[n, rho::2, sigma::3])
+    np.testing.assert_array_equal(winograd.merge_phases(phases, (2, 3)), a)
+    assert winograd.split_phases(a, (1, 1)) is a
+
+
+@pytest.mark.parametrize(
+    "out_hw, dilation, pads, expected",
+    [
+        ((5, 6), (1, 1), ((0, 0), (1, 1)), ((0, 1), (1, 1))),  # 5 rows -> 6, 6 columns whole
+        ((9, 10), (2, 3), ((2, 2), (0, 0)), ((2, 5), (0, 2))),  # 9 -> 12 (2·2·3), 10 -> 12
+    ],
+)
+def test_tile_aligned_rounds_outputs_up_to_whole_tiles_per_phase(out_hw, dilation, pads, expected):
+    assert winograd.tile_aligned(pads, out_hw, dilation) == expected

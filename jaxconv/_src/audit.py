@@ -1,13 +1,16 @@
 """The gradient audit behind `python -m jaxconv.check`: hand-derived against automatic.
 
 For one convolution configuration, `compare` takes ∂L/∂X, ∂L/∂W and ∂L/∂b from `jax.vjp` of
-the function under audit (`jaxconv.conv2d`, whose custom_vjp runs the hand-derived rules) and
-compares them with independent references:
+the function under audit (`jaxconv.conv2d`, whose custom_vjp runs the hand-derived rules),
+under every plan `jaxconv.supported` lists for the configuration (the plain rules, each
+family of forms, chunked ones, and the plan `choose` picks on each platform), and compares
+them with independent references:
 
 - "naive": `jax.vjp` of `jaxconv.conv2d_reference` (eq. 6 as index gathers, plain autodiff);
 - "lax": `jax.vjp` of `lax.conv_general_dilated` plus bias (`jaxconv.conv2d_xla`);
-- "fd": central finite differences in float64 of the audited function's own forward pass,
-  along random directions v: <∂L/∂Z, (f(p + εv) − f(p − εv)) / 2ε> against <grad, v>;
+- "fd": central finite differences in float64 of the audited function's own forward pass
+  (its default plan), along random directions v: <∂L/∂Z, (f(p + εv) − f(p − εv)) / 2ε>
+  against <grad, v>;
 - "torch": PyTorch autograd of `torch.nn.functional.conv2d`, optional.
 
 The error of a gradient against a reference is max|manual − ref| / max(max|ref|, tiny).
@@ -25,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxconv._src.conv import _SHALLOW_MAX_DEPTH
+from jaxconv._src.evaluation.plan import SHALLOW_MAX_DEPTH, Plan, choose, supported
 from jaxconv._src.geometry import conv_geometry
 
 GRADS = ("dX", "dW", "db")
@@ -34,8 +37,8 @@ DTYPES = ("float64", "float32")
 FD_EPS = 1e-6
 
 # Every configuration is a new program on operands of a few hundred numbers, so compiling
-# dominates; XLA's older CPU emitters at optimisation level 0 compile about 5× faster
-# (0.7 s → 0.13 s) and do the same arithmetic.
+# dominates; XLA's older CPU emitters at optimisation level 0 compile several times faster
+# and do the same arithmetic.
 FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
 
 
@@ -114,6 +117,8 @@ class GradError(NamedTuple):
       max_rel: max_abs / max(max|reference|, tiny).
       tolerance: the largest `max_rel` that passes.
       passed: max_rel <= tolerance.
+      plan: the plan the gradient was computed under (`str(plan)`), or "custom" for an
+        injected function.
     """
 
     reference: str
@@ -122,6 +127,7 @@ class GradError(NamedTuple):
     max_rel: float
     tolerance: float
     passed: bool
+    plan: str = "custom"
 
 
 class ComparisonResult(NamedTuple):
@@ -132,9 +138,12 @@ class ComparisonResult(NamedTuple):
       dtype: "float64" or "float32", the dtype of operands and gradients.
       seed: the seed of the operands, cotangent and directions (`compare(config, seed=...)`
         reproduces the result).
-      errors: one `GradError` per (reference, gradient).
-      manual: the hand-derived gradients, {"dX", "dW", "db"} -> array in the caller's layout.
+      errors: one `GradError` per (plan, reference, gradient).
+      manual: the hand-derived gradients under the default plan, {"dX", "dW", "db"} -> array
+        in the caller's layout.
       automatic: the gradients of each array reference ("naive", "lax", "torch").
+      plans: the plans audited ("custom" for an injected function); `GradError.plan` is
+        `str` of one of them.
     """
 
     config: AuditConfig
@@ -143,6 +152,7 @@ class ComparisonResult(NamedTuple):
     errors: tuple[GradError, ...]
     manual: dict[str, np.ndarray]
     automatic: dict[str, dict[str, np.ndarray]]
+    plans: tuple[Plan | str, ...] = ("custom",)
 
     @property
     def passed(self) -> bool:
@@ -155,12 +165,25 @@ class ComparisonResult(NamedTuple):
         present = {e.reference for e in self.errors}
         return tuple(r for r in REFERENCES if r in present)
 
-    def error(self, reference: str, grad: str) -> GradError:
-        """The `GradError` of `grad` against `reference`; KeyError if it was not compared."""
-        for e in self.errors:
-            if (e.reference, e.grad) == (reference, grad):
-                return e
-        raise KeyError((reference, grad))
+    def error(self, reference: str, grad: str, plan: str | None = None) -> GradError:
+        """The `GradError` of `grad` against `reference` under `plan`, or by default the
+        largest over the plans (`passed` only if every plan passed); KeyError if it was not
+        compared."""
+        found = [
+            e
+            for e in self.errors
+            if (e.reference, e.grad) == (reference, grad) and plan in (None, e.plan)
+        ]
+        if not found:
+            raise KeyError((reference, grad, plan))
+        worst = max(found, key=lambda e: e.max_rel)
+        return worst._replace(passed=all(e.passed for e in found))
+
+    @property
+    def failing_plans(self) -> tuple[str, ...]:
+        """The plans under which some gradient failed, in audit order."""
+        failed = {e.plan for e in self.errors if not e.passed}
+        return tuple(str(p) for p in self.plans if str(p) in failed)
 
 
 def random_config(rng: np.random.Generator) -> AuditConfig:
@@ -172,8 +195,9 @@ def random_config(rng: np.random.Generator) -> AuditConfig:
     is drawn: groups 1 or 2 with 1–3 channels each (the shallow forms), depthwise (groups =
     C, with a channel multiplier of 1 or 2), "deep" (groups 1 or 2, more than 36 terms per
     output: the GEMM forms) and "winograd" (3×3, stride 1, one group of 5–8 channels:
-    F(2×2, 3×3), by phases when dilated; at these sizes ∂L/∂W takes the GEMM form, see
-    `conv._is_winograd_kernel_grad`). H and W are drawn independently from the smallest
+    F(2×2, 3×3), by phases when dilated). Whatever a configuration's size, `compare` audits
+    every plan `jaxconv.supported` lists for it, the chunked and Winograd ∂L/∂W ones
+    included. H and W are drawn independently from the smallest
     size that keeps at least one output row (and one input row after any crop) up to 7 more.
 
     Args:
@@ -193,7 +217,7 @@ def random_config(rng: np.random.Generator) -> AuditConfig:
         groups, c_per_group = int(rng.integers(2, 5)), 1
     elif kind == "deep":  # more terms per output than the shallow forms take
         groups = int(rng.integers(1, 3))
-        c_per_group = _SHALLOW_MAX_DEPTH // (k[0] * k[1]) + int(rng.integers(1, 4))
+        c_per_group = SHALLOW_MAX_DEPTH // (k[0] * k[1]) + int(rng.integers(1, 4))
     elif kind == "winograd":
         groups, c_per_group = 1, int(rng.integers(5, 9))
     else:
@@ -280,6 +304,7 @@ def compare(
     dtype: str = "float64",
     seed: int = 0,
     conv: Callable | None = None,
+    plans: Sequence[Plan] | None = None,
     use_torch: bool = False,
     fd_directions: int = 3,
     fd_eps: float = FD_EPS,
@@ -287,10 +312,10 @@ def compare(
     """Compares the hand-derived gradients of `conv` with every reference for one config.
 
     The operands x, w, b and the cotangent ∂L/∂Z are standard normal, rounded to `dtype`.
-    The gradients of `conv` and of the naive and lax references are computed in `dtype`
-    under one `jax.jit`, with 64-bit JAX types switched on only for "float64"; the finite
-    differences always run in float64 (`jax.enable_x64` is scoped to this call), from the
-    same rounded operands. L = <∂L/∂Z, Z> is linear in each of x, w and b, so central
+    The gradients of `conv` under every plan and of the naive and lax references are computed
+    in `dtype` under one `jax.jit`, with 64-bit JAX types switched on only for "float64"; the
+    finite differences always run in float64 (`jax.enable_x64` is scoped to this call), from
+    the same rounded operands. L = <∂L/∂Z, Z> is linear in each of x, w and b, so central
     differences have no truncation error: what remains is the rounding of L divided by 2ε.
 
     Tolerances (max relative error, `TOLERANCES`): float64 1e-10 for naive / lax / torch and
@@ -300,64 +325,87 @@ def compare(
       config: the convolution.
       dtype: "float64" or "float32".
       seed: seed of the operands, cotangent and directions.
-      conv: the function under audit, with `jaxconv.conv2d`'s signature; `jaxconv.conv2d` by
-        default. Tests inject a custom_vjp with a deliberately wrong rule.
+      conv: the function under audit, with `jaxconv.conv2d`'s signature; by default
+        `jaxconv.conv2d` under each of `plans`. Tests inject a custom_vjp with a
+        deliberately wrong rule.
+      plans: the plans to audit `jaxconv.conv2d` under; by default every plan
+        `jaxconv.supported` lists for the configuration. Not with `conv`.
       use_torch: also compare with PyTorch autograd (torch must be importable).
       fd_directions: random directions per operand for the finite differences.
       fd_eps: the step ε of the finite differences.
 
     Returns:
-      A `ComparisonResult` with one `GradError` per (reference, gradient).
+      A `ComparisonResult` with one `GradError` per (plan, reference, gradient).
 
     Raises:
-      ValueError: unknown `dtype`, or an invalid configuration.
+      ValueError: unknown `dtype`, `plans` with `conv`, or an invalid configuration.
 
     Examples:
       >>> from jaxconv import check
       >>> config = check.AuditConfig((1, 2, 6, 5), (3, 2, 3, 2), stride=(2, 1), padding="SAME")
       >>> result = check.compare(config)
-      >>> result.passed, result.error("lax", "dW").max_rel < 1e-12
-      (True, True)
+      >>> result.passed, result.error("lax", "dW").max_rel < 1e-12, len(result.plans)
+      (True, True, 4)
     """
     if dtype not in DTYPES:
         raise ValueError(f"compare: `dtype` must be one of {DTYPES}, got {dtype!r}.")
+    if conv is not None and plans is not None:
+        raise ValueError("compare: give `conv` or `plans`, not both.")
     import jaxconv
 
-    conv = conv or jaxconv.conv2d
     kwargs = config.kwargs
+    if conv is None:
+        geom = conv_geometry("compare", config.x_shape, config.w_shape, **kwargs)
+        plans = supported(geom) if plans is None else tuple(plans)
+        default = choose(geom, jax.default_backend())
+        audited = {str(p): functools.partial(jaxconv.conv2d, plan=p) for p in plans}
+        plan_objects: tuple[Plan | str, ...] = tuple(plans)
+        default_name = str(default) if default in plans else str(plans[0])
+        fd_conv = audited[default_name]
+    else:
+        audited, default_name, fd_conv = {"custom": conv}, "custom", conv
+        plan_objects = ("custom",)
     rng = np.random.default_rng(seed)
     shapes = (config.x_shape, config.w_shape, (config.out_channels,), config.output_shape)
     # Rounded to `dtype` first, so every reference sees exactly the operands `conv` sees.
     x, w, b, cot = (rng.standard_normal(s).astype(dtype).astype(np.float64) for s in shapes)
 
     def all_vjps(x, w, b, cot):
-        refs = (conv, jaxconv.conv2d_reference, jaxconv.conv2d_xla)
+        refs = (*audited.values(), jaxconv.conv2d_reference, jaxconv.conv2d_xla)
         return [_vjp(f, x, w, b, cot, kwargs) for f in refs]
 
     with jax.enable_x64(dtype == "float64"):
         computed = jax.jit(all_vjps, compiler_options=FAST_COMPILE)(
             *(jnp.asarray(a, dtype) for a in (x, w, b, cot))
         )
-        manual, naive, by_lax = (dict(zip(GRADS, map(np.asarray, g))) for g in computed)
-    automatic = {"naive": naive, "lax": by_lax}
+        computed = [dict(zip(GRADS, map(np.asarray, g))) for g in computed]
+    by_plan = dict(zip(audited, computed[:-2]))
+    automatic = {"naive": computed[-2], "lax": computed[-1]}
     if use_torch:
         automatic["torch"] = _torch_grads(config, x, w, b, cot, dtype)
 
     tolerance = TOLERANCES[dtype]
     errors = [
-        _error(name, grad, manual[grad], grads[grad], tolerance.exact)
+        _error(name, grad, manual[grad], grads[grad], tolerance.exact)._replace(plan=plan)
+        for plan, manual in by_plan.items()
         for name, grads in automatic.items()
         for grad in GRADS
     ]
 
     directions = [rng.standard_normal((fd_directions, *s)) for s in shapes[:3]]
-    numeric = _directional_derivatives(conv, kwargs, (x, w, b, cot), directions, fd_eps)
-    for grad, v, fd in zip(GRADS, directions, numeric):
-        # <grad, v> for each direction, in float64.
-        analytic = np.tensordot(v, np.asarray(manual[grad], np.float64), axes=manual[grad].ndim)
-        errors.append(_error("fd", grad, analytic, fd, tolerance.fd))
-    errors.sort(key=lambda e: (REFERENCES.index(e.reference), GRADS.index(e.grad)))
-    return ComparisonResult(config, dtype, seed, tuple(errors), manual, automatic)
+    numeric = _directional_derivatives(fd_conv, kwargs, (x, w, b, cot), directions, fd_eps)
+    for plan, manual in by_plan.items():
+        for grad, v, fd in zip(GRADS, directions, numeric):
+            # <grad, v> for each direction, in float64.
+            analytic = np.tensordot(v, np.asarray(manual[grad], np.float64), manual[grad].ndim)
+            errors.append(_error("fd", grad, analytic, fd, tolerance.fd)._replace(plan=plan))
+    order = list(audited)
+    errors.sort(
+        key=lambda e: (order.index(e.plan), REFERENCES.index(e.reference), GRADS.index(e.grad))
+    )
+    return ComparisonResult(
+        config, dtype, seed, tuple(errors), by_plan[default_name], automatic, plan_objects
+    )
 
 
 def _directional_derivatives(conv, kwargs, operands, directions, eps) -> list[np.ndarray]:
@@ -444,6 +492,30 @@ def worst_errors(results: Sequence[ComparisonResult]) -> dict[tuple[str, str], G
                 passed=old.passed and e.passed,
             )
     return worst
+
+
+def audited_forms(results: Sequence[ComparisonResult]) -> dict[str, int]:
+    """How many of the audited plans use each form, and how many run in chunks.
+
+    Returns:
+      {"plans": total, "forward winograd": count, ..., "chunked": count, "chunks as state":
+      count}, the forms in the order of `Plan`'s fields.
+    """
+    counts: dict[str, int] = {"plans": 0}
+    for result in results:
+        for plan in result.plans:
+            counts["plans"] += 1
+            if not isinstance(plan, Plan):
+                continue
+            for name in ("forward", "grad_input", "grad_kernel"):
+                key = f"{name} {getattr(plan, name)}"
+                counts[key] = counts.get(key, 0) + 1
+            chunks = (plan.forward_chunk, plan.grad_input_chunk, plan.grad_kernel_chunk)
+            if any(c is not None and c < result.config.x_shape[0] for c in chunks):
+                counts["chunked"] = counts.get("chunked", 0) + 1
+            if plan.chunks_as_state and (plan.forward_chunk or 0) < result.config.x_shape[0]:
+                counts["chunks as state"] = counts.get("chunks as state", 0) + 1
+    return counts
 
 
 def _tile(kernel: np.ndarray, layout: str) -> np.ndarray:
@@ -565,6 +637,7 @@ __all__ = [
     "ComparisonResult",
     "GradError",
     "Tolerance",
+    "audited_forms",
     "compare",
     "plot",
     "random_config",

@@ -1,7 +1,8 @@
 """Geometry of a 2-D convolution: argument validation, padding, output shape.
 
-This is the one place where a call's configuration is checked and resolved. Every other
-module receives a `ConvGeometry` and never recomputes padding or output sizes.
+This is the one place where a call's operands and configuration are checked and resolved,
+for `conv2d`, its gradients, `conv_transpose2d` and the naive reference. Every other module
+receives a `ConvGeometry` and never recomputes padding or output sizes.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class ConvGeometry:
     Attributes:
       layout: "NCHW" (kernel OIHW) or "NHWC" (kernel HWIO), as given by the caller.
       input_rank: rank of the caller's `x`: 2 (H, W), 3 (one image) or 4 (a batch).
+      batch: N, the images in the batch (1 for an unbatched input).
       in_channels: C.
       out_channels: O.
       groups: G; the kernel has C // G input channels.
@@ -46,6 +48,7 @@ class ConvGeometry:
 
     layout: Layout
     input_rank: int
+    batch: int
     in_channels: int
     out_channels: int
     groups: int
@@ -234,11 +237,7 @@ def conv_geometry(
     x4, w4 = _promote_shapes(op, x_name, tuple(x_shape), tuple(w_shape), layout)
     stride2 = normalize_pair(op, "stride", stride, minimum=1)
     dilation2 = normalize_pair(op, "dilation", dilation, minimum=1)
-    if not _is_int(groups):
-        raise TypeError(f"{op}: `groups` must be an int, got {groups!r}.")
-    if groups < 1:
-        raise ValueError(f"{op}: `groups` must be >= 1, got {groups}.")
-    groups = int(groups)
+    groups = check_groups(op, groups)
 
     if layout == "NCHW":
         _, c, h, w = x4
@@ -288,6 +287,7 @@ def conv_geometry(
     return ConvGeometry(
         layout=layout,
         input_rank=len(x_shape),
+        batch=x4[0],
         in_channels=c,
         out_channels=o,
         groups=groups,
@@ -297,6 +297,47 @@ def conv_geometry(
         dilation=dilation2,
         padding=pads,
         out_hw=tuple(out_hw),
+    )
+
+
+def conv2d_geometry(
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    *,
+    stride: IntOrPair = 1,
+    padding: PaddingLike = "VALID",
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    layout: Layout = "NCHW",
+) -> ConvGeometry:
+    """The resolved geometry of `conv2d(x, w, ...)` for operands of these shapes, as
+    `jaxconv.choose` and `jaxconv.supported` take it.
+
+    Args:
+      x_shape, w_shape: the shapes of `conv2d`'s x and w.
+      stride, padding, dilation, groups, layout: as in `conv2d`.
+
+    Returns:
+      The `ConvGeometry`.
+
+    Raises:
+      ValueError, TypeError: as `conv2d` would, naming the argument.
+
+    Examples:
+      >>> import jaxconv
+      >>> geom = jaxconv.conv2d_geometry((8, 3, 32, 32), (16, 3, 3, 3), stride=2, padding="SAME")
+      >>> geom.out_hw, geom.padding
+      ((16, 16), ((0, 1), (0, 1)))
+    """
+    return conv_geometry(
+        "conv2d_geometry",
+        tuple(x_shape),
+        tuple(w_shape),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout,
     )
 
 
@@ -363,14 +404,178 @@ def check_bias(op: str, b, geom: ConvGeometry) -> None:
 
 
 def check_cotangent(op: str, g_shape: tuple[int, ...], geom: ConvGeometry) -> None:
-    """Raises unless ∂L/∂Z has the shape of the forward output for this geometry."""
+    """Raises unless ∂L/∂Z has the shape of the forward output for this geometry, batch
+    included."""
     g_shape = tuple(g_shape)
-    batch = g_shape[:1] if geom.input_rank == 4 else ()
-    expected = geom.output_shape(batch)
+    expected = geom.output_shape((geom.batch,) if geom.input_rank == 4 else ())
     if g_shape != expected:
         raise ValueError(
             f"{op}: `g` must have the forward output's shape {expected}, got {g_shape}."
         )
+
+
+def check_operands(op: str, a_name: str, a, b_name: str, b) -> None:
+    """Raises TypeError unless `a` and `b` have the same real floating dtype."""
+    check_floating(op, a_name, a.dtype)
+    check_floating(op, b_name, b.dtype)
+    if a.dtype != b.dtype:
+        raise TypeError(
+            f"{op}: `{a_name}` and `{b_name}` must have the same dtype, "
+            f"got {a.dtype} and {b.dtype}."
+        )
+
+
+def check_groups(op: str, groups) -> int:
+    """`groups` as an int >= 1; raises TypeError or ValueError naming it."""
+    if not _is_int(groups):
+        raise TypeError(f"{op}: `groups` must be an int, got {groups!r}.")
+    if groups < 1:
+        raise ValueError(f"{op}: `groups` must be >= 1, got {groups}.")
+    return int(groups)
+
+
+def resolve_conv2d(
+    op: str,
+    x,
+    w,
+    b,
+    *,
+    stride: IntOrPair,
+    padding: PaddingLike,
+    dilation: IntOrPair,
+    groups: int,
+    layout: Layout,
+) -> ConvGeometry:
+    """Validates the operands and configuration of a `conv2d` call; returns its geometry.
+
+    Args:
+      op: name of the public function, used to start every error message.
+      x, w, b: the input, kernel and optional bias (arrays).
+      stride, padding, dilation, groups, layout: as in `jaxconv.conv2d`.
+
+    Raises:
+      ValueError, TypeError: with the offending argument named and its value or shape shown.
+    """
+    check_layout(op, layout)
+    check_operands(op, "x", x, "w", w)
+    geom = conv_geometry(
+        op,
+        x.shape,
+        w.shape,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout,
+    )
+    check_bias(op, b, geom)
+    return geom
+
+
+def resolve_conv_transpose2d(
+    op: str,
+    x,
+    w,
+    b,
+    *,
+    stride: IntOrPair,
+    padding: IntOrPair,
+    output_padding: IntOrPair,
+    dilation: IntOrPair,
+    groups: int,
+    layout: Layout,
+    padding_mode: str,
+) -> ConvGeometry:
+    """Validates a `conv_transpose2d` call; returns the geometry of the conv it is the ∂L/∂X
+    of (its input: the transposed conv's output; its output: `x`).
+
+    Raises:
+      ValueError, TypeError: naming the argument and showing its value or the shapes.
+    """
+    check_layout(op, layout)
+    if padding_mode != "zeros":
+        raise ValueError(
+            f"{op}: only `padding_mode`='zeros' is supported for a transposed convolution "
+            f"(as in PyTorch), got {padding_mode!r}."
+        )
+    check_operands(op, "x", x, "w", w)
+    if x.ndim not in (2, 3, 4):
+        raise ValueError(
+            f"{op}: `x` must be 2-D (H, W), 3-D (one image) or 4-D (a batch), "
+            f"got shape {tuple(x.shape)}."
+        )
+    w_form = {"NCHW": "(C_in, C_out//groups, kh, kw)", "NHWC": "(kh, kw, C_out//groups, C_in)"}
+    w_form = "(kh, kw)" if x.ndim == 2 else w_form[layout]
+    w_ndim = 2 if x.ndim == 2 else 4
+    if w.ndim != w_ndim:
+        raise ValueError(
+            f"{op}: `x` of shape {tuple(x.shape)} is {x.ndim}-D, so `w` must be {w_ndim}-D "
+            f"{w_form}; got `w` of shape {tuple(w.shape)}."
+        )
+    stride2 = normalize_pair(op, "stride", stride, minimum=1)
+    dilation2 = normalize_pair(op, "dilation", dilation, minimum=1)
+    padding2 = normalize_pair(op, "padding", padding, minimum=0)
+    output_padding2 = normalize_pair(op, "output_padding", output_padding, minimum=0)
+    groups = check_groups(op, groups)
+
+    batch = x.shape[:1] if x.ndim == 4 else ()
+    if x.ndim == 2:
+        (h, wd), (kh, kw), c_in, c_in_w, c_out_per_group = x.shape, w.shape, 1, 1, 1
+    elif layout == "NCHW":
+        (c_in, h, wd), (c_in_w, c_out_per_group, kh, kw) = x.shape[-3:], w.shape
+    else:
+        (h, wd, c_in), (kh, kw, c_out_per_group, c_in_w) = x.shape[-3:], w.shape
+    if min(h, wd, kh, kw) < 1:
+        raise ValueError(
+            f"{op}: spatial sizes must be >= 1; got `x` of shape {tuple(x.shape)} "
+            f"and `w` of shape {tuple(w.shape)}."
+        )
+    if c_in % groups:
+        raise ValueError(
+            f"{op}: `groups` (={groups}) must divide the input channels C_in (={c_in}) "
+            f"of `x` with shape {tuple(x.shape)}."
+        )
+    if c_in_w != c_in:
+        raise ValueError(
+            f"{op}: channel mismatch: `x` of shape {tuple(x.shape)} ({layout}) has "
+            f"C_in={c_in} channels, but `w` of shape {tuple(w.shape)} {w_form} has "
+            f"C_in={c_in_w}."
+        )
+    c_out = c_out_per_group * groups
+    if b is not None:
+        check_floating(op, "b", b.dtype)
+        if tuple(b.shape) != (c_out,):
+            raise ValueError(
+                f"{op}: `b` must have shape (C_out,) = ({c_out},) (C_out//groups × groups = "
+                f"{c_out_per_group} × {groups}), got {tuple(b.shape)}."
+            )
+
+    out_hw, conv_padding = conv_transpose_geometry(
+        op,
+        (h, wd),
+        (kh, kw),
+        stride=stride2,
+        padding=padding2,
+        output_padding=output_padding2,
+        dilation=dilation2,
+    )
+    if x.ndim == 2:
+        out_shape = out_hw
+    elif layout == "NCHW":
+        out_shape = (*batch, c_out, *out_hw)
+    else:
+        out_shape = (*batch, *out_hw, c_out)
+    return conv_geometry(
+        op,
+        out_shape,
+        w.shape,
+        stride=stride2,
+        padding=conv_padding,
+        dilation=dilation2,
+        groups=groups,
+        layout=layout,
+        x_name="output",
+    )
 
 
 __all__ = [
@@ -378,9 +583,14 @@ __all__ = [
     "check_bias",
     "check_cotangent",
     "check_floating",
+    "check_groups",
     "check_layout",
+    "check_operands",
+    "conv2d_geometry",
     "conv_geometry",
     "conv_transpose_geometry",
     "normalize_pair",
+    "resolve_conv2d",
+    "resolve_conv_transpose2d",
     "resolve_padding",
 ]

@@ -1,8 +1,9 @@
 """`conv2d_reference`: eq. 6 written out naively, differentiated by plain JAX autodiff.
 
-It shares only the argument checking and layout conversion with `conv2d`; the arithmetic is
-independent (index gathers and an explicit loop over groups, no `lax.slice`, no custom
-rules), so `jax.grad` of it is an independent check of the hand-derived rules.
+It shares only the argument checking (`geometry`) and layout conversion with `conv2d`; the
+arithmetic is independent (index gathers and an explicit loop over groups, no `lax.slice`, no
+custom rules, nothing from `rules.py` or the evaluations), so `jax.grad` of it is an
+independent check of the hand-derived rules.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv._src import conv
+from jaxconv._src import geometry as geo
 from jaxconv._src import layout as lay
 from jaxconv._src import padding_modes as pm
 from jaxconv._src.geometry import IntOrPair, Layout, PaddingLike
@@ -47,7 +48,7 @@ def conv2d_reference(
     """
     x, w = jnp.asarray(x), jnp.asarray(w)
     b = None if b is None else jnp.asarray(b)
-    geom = conv.resolve_call(
+    geom = geo.resolve_conv2d(
         "conv2d_reference",
         x,
         w,

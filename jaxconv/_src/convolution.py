@@ -1,0 +1,336 @@
+"""`conv2d` and its gradients: a `jax.custom_vjp` whose backward runs the hand-derived rules.
+
+The rules are `rules.py` (docs/derivation.md §10); `evaluation` evaluates them by the forms a
+`Plan` names, chosen per platform unless the caller gives one. This module is the boundary:
+it validates the call (`geometry`), moves between the caller's layout and rank and the
+batched arrays the evaluations take (`layout`), and registers the backward with JAX.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxconv._src import geometry as geo
+from jaxconv._src import layout as lay
+from jaxconv._src import padding_modes as pm
+from jaxconv._src.evaluation import evaluate as ev
+from jaxconv._src.evaluation.evaluate import PlanLike
+from jaxconv._src.evaluation.plan import Plan
+from jaxconv._src.geometry import ConvGeometry, IntOrPair, Layout, PaddingLike
+
+
+def _forward(
+    x: jax.Array,
+    w: jax.Array,
+    b: jax.Array | None,
+    geom: ConvGeometry,
+    plan: Plan | str,
+    backward_follows: bool = False,
+) -> jax.Array:
+    rank, layout = geom.input_rank, geom.layout
+    x, w = lay.to_batched(x, layout, rank), lay.kernel_to_hwio(w, layout, rank)
+
+    def run(p: Plan, x: jax.Array, w: jax.Array) -> jax.Array:
+        return ev.forward(x, w, geom, p, backward_follows=backward_follows)
+
+    z = ev.on_platform(plan, geom, run, x, w)
+    if b is not None:
+        z = z + lay.along_channels(b.astype(z.dtype), layout)
+    return lay.from_batched(z.astype(x.dtype), layout, rank)
+
+
+def _backward(
+    x: jax.Array, w: jax.Array, g: jax.Array, geom: ConvGeometry, plan: Plan | str
+) -> tuple[jax.Array, jax.Array]:
+    """(∂L/∂X, ∂L/∂W) in the accumulation dtype, from batched x and g and an HWIO kernel."""
+
+    def run(p: Plan, x: jax.Array, w: jax.Array, g: jax.Array):
+        return ev.grad_input(g, w, geom, p), ev.grad_kernel(x, g, geom, p)
+
+    return ev.on_platform(plan, geom, run, x, w, g)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _conv2d(
+    x: jax.Array, w: jax.Array, b: jax.Array | None, geom: ConvGeometry, plan: Plan | str
+) -> jax.Array:
+    return _forward(x, w, b, geom, plan)
+
+
+def _conv2d_fwd(x, w, b, geom, plan):
+    # Save the operands, not the im2col patches: the backward re-slices X, which costs less
+    # memory than kh·kw copies of it.
+    return _forward(x, w, b, geom, plan, backward_follows=True), (x, w, b)
+
+
+def _conv2d_bwd(geom, plan, residuals, g):
+    x, w, b = residuals
+    rank, layout = geom.input_rank, geom.layout
+    g = lay.to_batched(g, layout, rank)
+    dx, dw = _backward(
+        lay.to_batched(x, layout, rank), lay.kernel_to_hwio(w, layout, rank), g, geom, plan
+    )
+    db = None if b is None else ev.grad_bias(g, layout).astype(b.dtype)
+    return (
+        lay.from_batched(dx.astype(x.dtype), layout, rank),
+        lay.hwio_to_kernel(dw.astype(w.dtype), layout, rank),
+        db,
+    )
+
+
+_conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+# Compiled once per (shapes, dtypes, geometry, plan); inlined when the caller is under jit.
+_conv2d_jit = jax.jit(_conv2d, static_argnums=(3, 4))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _grad_input(g: jax.Array, w: jax.Array, geom: ConvGeometry, plan: Plan | str) -> jax.Array:
+    rank, layout = geom.input_rank, geom.layout
+
+    def run(p: Plan, g: jax.Array, w: jax.Array) -> jax.Array:
+        return ev.grad_input(g, w, geom, p)
+
+    g_b, w_hwio = lay.to_batched(g, layout, rank), lay.kernel_to_hwio(w, layout, rank)
+    dx = ev.on_platform(plan, geom, run, g_b, w_hwio)
+    return lay.from_batched(dx.astype(g.dtype), layout, rank)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _grad_kernel(x: jax.Array, g: jax.Array, geom: ConvGeometry, plan: Plan | str) -> jax.Array:
+    rank, layout = geom.input_rank, geom.layout
+
+    def run(p: Plan, x: jax.Array, g: jax.Array) -> jax.Array:
+        return ev.grad_kernel(x, g, geom, p)
+
+    x_b, g_b = lay.to_batched(x, layout, rank), lay.to_batched(g, layout, rank)
+    dw = ev.on_platform(plan, geom, run, x_b, g_b)
+    return lay.hwio_to_kernel(dw.astype(x.dtype), layout, rank)
+
+
+# --- Public API. -----------------------------------------------------------------------------
+
+
+def conv2d(
+    x: jax.typing.ArrayLike,
+    w: jax.typing.ArrayLike,
+    b: jax.typing.ArrayLike | None = None,
+    *,
+    stride: IntOrPair = 1,
+    padding: PaddingLike = "VALID",
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    layout: Layout = "NCHW",
+    padding_mode: pm.PaddingMode = "zeros",
+    plan: PlanLike = "auto",
+) -> jax.Array:
+    """2-D convolution (cross-correlation, eq. 6) with hand-derived gradients.
+
+    Same result as `jax.lax.conv_general_dilated` with the matching dimension numbers, plus
+    bias. Reverse-mode derivatives (`jax.grad`, `jax.vjp`, and their compositions, including
+    `jax.hessian`) use the rules `conv2d_grad_input`, `conv2d_grad_kernel` and
+    `conv2d_grad_bias`. Forward mode applied directly (`jax.jvp`, `jax.jacfwd`) is not
+    supported by `jax.custom_vjp` and raises a TypeError.
+
+    Args:
+      x: input. "NCHW": (N, C, H, W) or one image (C, H, W); "NHWC": (N, H, W, C) or
+        (H, W, C); or a single-channel image (H, W) with a 2-D kernel.
+      w: kernel. "NCHW": (O, C//groups, kh, kw) [OIHW]; "NHWC": (kh, kw, C//groups, O)
+        [HWIO]; (kh, kw) with a 2-D `x`.
+      b: optional bias of shape (O,).
+      stride: int or (sh, sw), each >= 1.
+      padding: "VALID", "SAME", "SAME_LOWER" (as in `jax.lax`: out = ceil(in / stride)),
+        an int, a pair (ph, pw), or ((lo_h, hi_h), (lo_w, hi_w)); negative values crop.
+      dilation: kernel dilation, int or (dh, dw), each >= 1.
+      groups: number of channel groups; divides C and O. groups == C is depthwise.
+      layout: "NCHW" or "NHWC".
+      padding_mode: what fills the padding: "zeros", or a copy of the border of `x`:
+        "reflect" (mirrored, edge not repeated), "replicate" (edge repeated) or "circular"
+        (wrapped), as in PyTorch. These pad `x` explicitly with `jnp.pad` (modes reflect,
+        edge, wrap) by the padding resolved from `padding`, then convolve with padding 0;
+        ∂L/∂X of the padding is JAX's autodiff of `jnp.pad`, which adds each copied
+        position's gradient onto its source. They need padding >= 0, and per side
+        < the input size ("reflect") or <= it ("circular").
+      plan: how the rules are evaluated: "auto" (the plan `jaxconv.choose` returns for the
+        platform the computation is compiled for), "plain" (`rules.py` as written, the whole
+        batch at once) or a `jaxconv.Plan`. Every plan computes the same sums; a plan
+        changes their order and rounding and the speed, not the result's meaning.
+
+    Returns:
+      Z of shape (N, O, Ho, Wo) ("NCHW") or (N, Ho, Wo, O) ("NHWC"), without N for an
+      unbatched input and (Ho, Wo) for a 2-D one; dtype of `x`. Half-precision inputs
+      accumulate in float32.
+
+    Raises:
+      ValueError, TypeError: on invalid shapes, dtypes or configuration, before computing.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> x = jnp.arange(9.0).reshape(3, 3)
+      >>> w = jnp.array([[1.0, 0.0], [0.0, -1.0]])
+      >>> jaxconv.conv2d(x, w)
+      Array([[-4., -4.],
+             [-4., -4.]], dtype=float32)
+    """
+    x, w = jnp.asarray(x), jnp.asarray(w)
+    b = None if b is None else jnp.asarray(b)
+    geom = geo.resolve_conv2d(
+        "conv2d",
+        x,
+        w,
+        b,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout,
+    )
+    pm.check_padding_mode("conv2d", padding_mode, geom)
+    plan = ev.check_plan("conv2d", plan, geom)
+    if padding_mode != "zeros":
+        x = pm.pad_input(x, geom, padding_mode)
+        geom = geo.resolve_conv2d(
+            "conv2d",
+            x,
+            w,
+            b,
+            stride=stride,
+            padding=0,
+            dilation=dilation,
+            groups=groups,
+            layout=layout,
+        )
+    return _conv2d_jit(x, w, b, geom, plan)
+
+
+def conv2d_grad_input(
+    g: jax.typing.ArrayLike,
+    w: jax.typing.ArrayLike,
+    x_shape: tuple[int, ...],
+    *,
+    stride: IntOrPair = 1,
+    padding: PaddingLike = "VALID",
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    layout: Layout = "NCHW",
+    plan: PlanLike = "auto",
+) -> jax.Array:
+    """∂L/∂X of `conv2d`: full correlation of ∂L/∂Z with the rotated kernel.
+
+    Args:
+      g: ∂L/∂Z, shaped like `conv2d`'s output for an input of shape `x_shape`.
+      w: the kernel, as for `conv2d`.
+      x_shape: shape of the forward input X.
+      stride, padding, dilation, groups, layout: the forward's configuration.
+      plan: "auto", "plain" or a `jaxconv.Plan`, as for `conv2d` (its `grad_input` form).
+
+    Returns:
+      ∂L/∂X of shape `x_shape` and the dtype of `g`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> g = jnp.ones((2, 2))
+      >>> w = jnp.array([[1.0, 2.0], [3.0, 4.0]])
+      >>> jaxconv.conv2d_grad_input(g, w, (3, 3))
+      Array([[ 1.,  3.,  2.],
+             [ 4., 10.,  6.],
+             [ 3.,  7.,  4.]], dtype=float32)
+    """
+    g, w = jnp.asarray(g), jnp.asarray(w)
+    op = "conv2d_grad_input"
+    geo.check_layout(op, layout)
+    geo.check_operands(op, "g", g, "w", w)
+    geom = geo.conv_geometry(
+        op,
+        tuple(x_shape),
+        w.shape,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout,
+        x_name="x_shape",
+    )
+    geo.check_cotangent(op, g.shape, geom)
+    return _grad_input(g, w, geom, ev.check_plan(op, plan, geom))
+
+
+def conv2d_grad_kernel(
+    x: jax.typing.ArrayLike,
+    g: jax.typing.ArrayLike,
+    w_shape: tuple[int, ...],
+    *,
+    stride: IntOrPair = 1,
+    padding: PaddingLike = "VALID",
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    layout: Layout = "NCHW",
+    plan: PlanLike = "auto",
+) -> jax.Array:
+    """∂L/∂W of `conv2d`: X ⋆ ∂L/∂Z (eq. 11), summed over the output positions (eq. 8).
+
+    Args:
+      x: the forward input X.
+      g: ∂L/∂Z, shaped like `conv2d`'s output.
+      w_shape: shape of the kernel W.
+      stride, padding, dilation, groups, layout: the forward's configuration.
+      plan: "auto", "plain" or a `jaxconv.Plan`, as for `conv2d` (its `grad_kernel` form).
+
+    Returns:
+      ∂L/∂W of shape `w_shape` and the dtype of `x`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> x = jnp.arange(9.0).reshape(3, 3)
+      >>> jaxconv.conv2d_grad_kernel(x, jnp.ones((2, 2)), (2, 2))
+      Array([[ 8., 12.],
+             [20., 24.]], dtype=float32)
+    """
+    x, g = jnp.asarray(x), jnp.asarray(g)
+    op = "conv2d_grad_kernel"
+    geo.check_layout(op, layout)
+    geo.check_operands(op, "x", x, "g", g)
+    geom = geo.conv_geometry(
+        op,
+        x.shape,
+        tuple(w_shape),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout,
+    )
+    geo.check_cotangent(op, g.shape, geom)
+    return _grad_kernel(x, g, geom, ev.check_plan(op, plan, geom))
+
+
+def conv2d_grad_bias(g: jax.typing.ArrayLike, *, layout: Layout = "NCHW") -> jax.Array:
+    """∂L/∂b of `conv2d`: ∂L/∂Z summed over everything but the channel axis.
+
+    Args:
+      g: ∂L/∂Z: (N, O, Ho, Wo) or (O, Ho, Wo) for "NCHW", (N, Ho, Wo, O) or (Ho, Wo, O) for
+        "NHWC", or (Ho, Wo) for the single-channel 2-D case.
+      layout: "NCHW" or "NHWC".
+
+    Returns:
+      (O,), dtype of `g` ((1,) for a 2-D `g`).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> jaxconv.conv2d_grad_bias(jnp.ones((2, 3, 4, 4)))
+      Array([32., 32., 32.], dtype=float32)
+    """
+    g = jnp.asarray(g)
+    op = "conv2d_grad_bias"
+    geo.check_layout(op, layout)
+    geo.check_floating(op, "g", g.dtype)
+    if g.ndim not in (2, 3, 4):
+        raise ValueError(f"{op}: `g` must be 2-D, 3-D or 4-D, got shape {tuple(g.shape)}.")
+    return ev.grad_bias(lay.to_batched(g, layout, g.ndim), layout).astype(g.dtype)

@@ -1,0 +1,150 @@
+"""Runs a rule by the form its plan names, on batched arrays in the caller's layout.
+
+`forward`, `grad_input` and `grad_kernel` look the form up, move the operands channels-last
+if the form needs it, and loop over chunks of images as the plan says. `on_platform` picks
+the plan of `"auto"` for the platform the computation is lowered for.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxconv._src import layout as lay
+from jaxconv._src import rules
+from jaxconv._src.evaluation import chunks, gemm, shallow
+from jaxconv._src.evaluation import winograd as wg
+from jaxconv._src.evaluation.plan import PLAIN, Plan, choose
+from jaxconv._src.geometry import ConvGeometry
+
+PlanLike = Plan | Literal["auto", "plain"]
+
+# form -> (function, whether it takes channels-last arrays; else the caller's layout)
+_FORWARD = {
+    "plain": (rules.forward, True),
+    "gemm-rows": (gemm.forward_rows, True),
+    "winograd": (wg.forward, True),
+    "fused": (shallow.forward_fused, False),
+}
+_GRAD_INPUT = {
+    "plain": (rules.grad_input, True),
+    "gemm-rows": (gemm.grad_input_rows, True),
+    "winograd": (wg.grad_input, True),
+    "shallow": (shallow.grad_input_shallow, False),
+    "depthwise": (shallow.grad_input_depthwise, False),
+}
+_GRAD_KERNEL = {
+    "plain": (rules.grad_kernel, True),
+    "gemm-taps": (gemm.grad_kernel_taps, True),
+    "gemm-rows": (gemm.grad_kernel_rows, True),
+    "winograd": (wg.grad_kernel, True),
+    "shallow": (shallow.grad_kernel_shallow, False),
+    "depthwise": (shallow.grad_kernel_depthwise, False),
+}
+
+
+def check_plan(op: str, plan, geom: ConvGeometry) -> Plan | Literal["auto"]:
+    """The plan a call asked for, as a `Plan` or "auto"; raises naming `plan` unless it is
+    "auto", "plain" or a `Plan` whose forms accept `geom`."""
+    if isinstance(plan, str) and plan.lower() in ("auto", "plain"):
+        return "auto" if plan.lower() == "auto" else PLAIN
+    if not isinstance(plan, Plan):
+        raise TypeError(f'{op}: `plan` must be "auto", "plain" or a jaxconv.Plan, got {plan!r}.')
+    reason = plan.rejection(geom)
+    if reason is not None:
+        raise ValueError(f"{op}: `plan` ({plan}) does not fit this convolution: {reason}.")
+    return plan
+
+
+def on_platform(plan: Plan | Literal["auto"], geom: ConvGeometry, run: Callable, *args):
+    """run(p, *args) for the plan p that `plan` names: itself, or for "auto" the plan
+    `choose` returns for the platform the computation is lowered for.
+
+    Where the plans of the platforms differ, `lax.platform_dependent` traces `run` once per
+    plan and lowers only the branch of the platform being compiled for.
+    """
+    if isinstance(plan, Plan):
+        return run(plan, *args)
+    cpu, gpu, tpu = (choose(geom, p) for p in ("cpu", "gpu", "tpu"))
+    if cpu == gpu == tpu:
+        return run(cpu, *args)
+    branches = {"cpu": functools.partial(run, cpu), "default": functools.partial(run, gpu)}
+    if tpu != gpu:
+        branches["tpu"] = functools.partial(run, tpu)
+    return lax.platform_dependent(*args, **branches)
+
+
+def forward(
+    x: jax.Array, w: jax.Array, geom: ConvGeometry, plan: Plan, *, backward_follows: bool = False
+) -> jax.Array:
+    """Z = X̄ ⋆ W (`rules.forward`) by the plan's forward form.
+
+    Args:
+      x: (N, C, H, W) or (N, H, W, C), as `geom.layout`.
+      w: (kh, kw, C//G, O).
+      geom: the geometry.
+      plan: the plan.
+      backward_follows: ∂L/∂W will read X channels-last too, so an NCHW X is transposed
+        whole, once for both, even where the plan transposes by chunk.
+
+    Returns:
+      (N, O, Ho, Wo) or (N, Ho, Wo, O), in the accumulation dtype.
+    """
+    fn, channels_last = _FORWARD[plan.forward]
+    form = functools.partial(fn, w=w, geom=geom)
+    if channels_last:
+        by_chunk = plan.transpose_by_chunk and not backward_follows
+        return chunks.map_channels_last(
+            form, x, geom.layout, plan.forward_chunk, plan.chunks_as_state, by_chunk
+        )
+    return chunks.map_over_images(form, (x,), plan.forward_chunk, plan.chunks_as_state)
+
+
+def grad_input(g: jax.Array, w: jax.Array, geom: ConvGeometry, plan: Plan) -> jax.Array:
+    """∂L/∂X (`rules.grad_input`) by the plan's ∂L/∂X form.
+
+    Args:
+      g: ∂L/∂Z, (N, O, Ho, Wo) or (N, Ho, Wo, O), as `geom.layout`.
+      w: (kh, kw, C//G, O).
+
+    Returns:
+      (N, C, H, W) or (N, H, W, C), in the accumulation dtype.
+    """
+    fn, channels_last = _GRAD_INPUT[plan.grad_input]
+    form = functools.partial(fn, w=w, geom=geom)
+    if channels_last:
+        return chunks.map_channels_last(form, g, geom.layout, plan.grad_input_chunk)
+    return chunks.map_over_images(form, (g,), plan.grad_input_chunk)
+
+
+def grad_kernel(x: jax.Array, g: jax.Array, geom: ConvGeometry, plan: Plan) -> jax.Array:
+    """∂L/∂W (`rules.grad_kernel`) by the plan's ∂L/∂W form, summed over chunks of images.
+
+    Args:
+      x: (N, C, H, W) or (N, H, W, C), as `geom.layout`.
+      g: ∂L/∂Z, (N, O, Ho, Wo) or (N, Ho, Wo, O).
+
+    Returns:
+      (kh, kw, C//G, O), in the accumulation dtype.
+    """
+    fn, channels_last = _GRAD_KERNEL[plan.grad_kernel]
+    if channels_last:
+        x, g = lay.to_channels_last(x, geom.layout), lay.to_channels_last(g, geom.layout)
+    return chunks.sum_over_images(functools.partial(fn, geom=geom), (x, g), plan.grad_kernel_chunk)
+
+
+def grad_bias(g: jax.Array, layout: str) -> jax.Array:
+    """∂L/∂b (`rules.grad_bias`, eq. 17) summed in the caller's layout, with no transpose.
+
+    Args:
+      g: ∂L/∂Z, (N, O, Ho, Wo) or (N, Ho, Wo, O), as `layout`.
+
+    Returns:
+      (O,), in the accumulation dtype.
+    """
+    return jnp.sum(g, axis=lay.position_axes(layout), dtype=rules.accumulation_dtype(g.dtype))

@@ -1,0 +1,260 @@
+"""Which evaluation runs each rule: the `Plan`, and the choice of one per geometry and platform.
+
+A `Plan` names one form for each of the forward, ∂L/∂X and ∂L/∂W, and how many images each
+pass takes at a time. `choose(geometry, platform)` returns the plan measured fastest for that
+platform; `supported(geometry)` lists plans whose forms accept the geometry, one per family
+of forms, so that tests and the audit can run every form on it. Every form computes the sums
+of its rule in `rules.py`; a plan changes the order of the sums and their rounding, never what
+is summed.
+
+The CPU thresholds below are the only tuned numbers in the library. Each comment points to
+the measurement behind it in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from jaxconv._src.evaluation import shallow
+from jaxconv._src.evaluation import winograd as wg
+from jaxconv._src.geometry import ConvGeometry
+
+FORWARD_FORMS = ("plain", "gemm-rows", "winograd", "fused")
+GRAD_INPUT_FORMS = ("plain", "gemm-rows", "winograd", "shallow", "depthwise")
+GRAD_KERNEL_FORMS = ("plain", "gemm-taps", "gemm-rows", "winograd", "shallow", "depthwise")
+PLATFORMS = ("cpu", "gpu", "tpu")
+
+# --- CPU thresholds (docs/performance.md, "How jaxconv gets there"). -------------------------
+# Contractions this shallow (kh·kw·C/G terms per output) are far below the GEMM rate as GEMMs:
+# fused elementwise forms instead (#shallow-and-depthwise-forms).
+SHALLOW_MAX_DEPTH = 36
+# ∂L/∂W by Winograd only where each of its 16 GEMMs per chunk has at least this many
+# multiply-adds; below, one GEMM over all taps' windows is faster (#winograd-kernel-gradient).
+WINOGRAD_KERNEL_GRAD_MIN_MACS = 2**22
+# ∂L/∂W's GEMM over all taps up to this many output rows (kh·kw·C/G), per kernel row beyond
+# (#winograd-kernel-gradient).
+KERNEL_GRAD_ONE_GEMM_MAX_DEPTH = 576
+# Output positions per chunk of images: the windows a chunk cuts stay in cache (#chunks).
+CHUNK_POSITIONS = 6144
+# A Winograd chunk holds at least this many output values (positions × O): thin kernels need
+# more positions to pay for each chunk's transforms (#chunks).
+WINOGRAD_CHUNK_VALUES = 2**19
+
+
+def _check_chunk(name: str, value) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"Plan: `{name}` must be an int or None, got {value!r}.")
+    if value < 1:
+        raise ValueError(f"Plan: `{name}` must be >= 1 (images per chunk) or None, got {value}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How `conv2d` evaluates its three rules: one form per pass, and the chunking.
+
+    Frozen and hashable: a static argument of `jax.jit`, so each plan keys its own compiled
+    program. `Plan()` is the plain plan: `rules.py` as written, on the whole batch.
+
+    Attributes:
+      forward: "plain" (`rules.forward`), "gemm-rows" (a GEMM per kernel row), "winograd"
+        (F(2×2, 3×3)) or "fused" (elementwise products, in the caller's layout).
+      grad_input: "plain", "gemm-rows", "winograd", "shallow" (one contraction for all taps)
+        or "depthwise" (products per channel; needs C/G = 1).
+      grad_kernel: "plain", "gemm-taps" (one GEMM over all taps' windows), "gemm-rows" (one
+        per kernel row), "winograd", "shallow" or "depthwise".
+      forward_chunk, grad_input_chunk, grad_kernel_chunk: images per chunk of that pass's
+        loop over the batch, or None for the whole batch at once.
+      chunks_as_state: the forward's chunks reach its form as loop state, one compact buffer,
+        rather than as slices of the batch.
+      transpose_by_chunk: an NCHW forward with no backward to follow makes each chunk
+        channels-last inside its loop instead of transposing the whole batch first.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> plan = jaxconv.Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel="gemm-taps")
+      >>> jaxconv.conv2d(jnp.ones((2, 3, 5, 5)), jnp.ones((4, 3, 3, 3)), plan=plan).shape
+      (2, 4, 3, 3)
+    """
+
+    forward: str = "plain"
+    grad_input: str = "plain"
+    grad_kernel: str = "plain"
+    forward_chunk: int | None = None
+    grad_input_chunk: int | None = None
+    grad_kernel_chunk: int | None = None
+    chunks_as_state: bool = False
+    transpose_by_chunk: bool = False
+
+    def __post_init__(self):
+        for name, forms in (
+            ("forward", FORWARD_FORMS),
+            ("grad_input", GRAD_INPUT_FORMS),
+            ("grad_kernel", GRAD_KERNEL_FORMS),
+        ):
+            if getattr(self, name) not in forms:
+                raise ValueError(
+                    f"Plan: `{name}` must be one of {forms}, got {getattr(self, name)!r}."
+                )
+        for name in ("forward_chunk", "grad_input_chunk", "grad_kernel_chunk"):
+            _check_chunk(name, getattr(self, name))
+        for name in ("chunks_as_state", "transpose_by_chunk"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"Plan: `{name}` must be a bool, got {getattr(self, name)!r}.")
+
+    def rejection(self, geom: ConvGeometry) -> str | None:
+        """Why one of this plan's forms cannot compute `geom`, or None if all of them can."""
+        kernel = f"kernel {geom.kernel_hw}, stride {geom.stride}, groups {geom.groups}"
+        for name in ("forward", "grad_input", "grad_kernel"):
+            form = getattr(self, name)
+            if form == "winograd" and not wg.accepts(geom):
+                return f"{name} form 'winograd' needs a 3×3 kernel, stride 1, one group; {kernel}"
+            if form == "depthwise" and not shallow.accepts_depthwise(geom):
+                return (
+                    f"{name} form 'depthwise' needs one input channel per group; "
+                    f"C = {geom.in_channels}, groups {geom.groups}"
+                )
+        return None
+
+    def __str__(self) -> str:
+        def part(form, chunk, state=False):
+            return form + ("" if chunk is None else f"/{chunk}") + ("+state" if state else "")
+
+        return (
+            f"fwd {part(self.forward, self.forward_chunk, self.chunks_as_state)}, "
+            f"dX {part(self.grad_input, self.grad_input_chunk)}, "
+            f"dW {part(self.grad_kernel, self.grad_kernel_chunk)}"
+        )
+
+
+PLAIN = Plan()
+
+
+def depth(geom: ConvGeometry) -> int:
+    """Terms per output of the contraction: kh·kw·C/G."""
+    return math.prod(geom.kernel_hw) * (geom.in_channels // geom.groups)
+
+
+def images_per_chunk(geom: ConvGeometry, winograd: bool) -> int:
+    """Images per chunk: the count nearest `CHUNK_POSITIONS` output positions (for the
+    Winograd forms, at least `WINOGRAD_CHUNK_VALUES` / O), at least one.
+
+    A divisor of the batch when there is one at least half that size, so no remainder is left.
+    """
+    n, positions = geom.batch, CHUNK_POSITIONS
+    if winograd:
+        positions = max(positions, WINOGRAD_CHUNK_VALUES // max(1, geom.out_channels))
+    target = max(1, min(n, round(positions / max(1, math.prod(geom.out_hw)))))
+    for size in range(target, (target - 1) // 2, -1):
+        if n % size == 0:
+            return size
+    return target
+
+
+def _gemm_kernel_grad(geom: ConvGeometry) -> str:
+    return "gemm-taps" if depth(geom) <= KERNEL_GRAD_ONE_GEMM_MAX_DEPTH else "gemm-rows"
+
+
+def _cpu_plan(geom: ConvGeometry) -> Plan:
+    depthwise = shallow.accepts_depthwise(geom) and geom.groups > 1
+    is_shallow = geom.in_channels == geom.groups or depth(geom) <= SHALLOW_MAX_DEPTH
+    winograd = wg.accepts(geom)
+    chunk = images_per_chunk(geom, winograd)
+    if is_shallow:
+        forward = dict(forward="fused")
+    elif winograd:
+        state = wg.reads_input_in_place(geom)
+        forward = dict(forward="winograd", forward_chunk=chunk, chunks_as_state=state)
+    else:
+        forward = dict(forward="gemm-rows", forward_chunk=chunk)
+    if depthwise:
+        grad_input = dict(grad_input="depthwise")
+        grad_kernel = dict(grad_kernel="depthwise", grad_kernel_chunk=chunk)
+    elif is_shallow:
+        grad_input = dict(grad_input="shallow")
+        grad_kernel = dict(grad_kernel="shallow")
+    else:
+        grad_input = dict(
+            grad_input="winograd" if winograd else "gemm-rows", grad_input_chunk=chunk
+        )
+        tiles = chunk * wg.tiles_per_image(geom) if winograd else 0
+        macs = tiles * geom.in_channels * geom.out_channels
+        if winograd and macs >= WINOGRAD_KERNEL_GRAD_MIN_MACS:
+            grad_kernel = dict(grad_kernel="winograd", grad_kernel_chunk=chunk)
+        else:
+            gemm_chunk = images_per_chunk(geom, winograd=False)
+            grad_kernel = dict(grad_kernel=_gemm_kernel_grad(geom), grad_kernel_chunk=gemm_chunk)
+    return Plan(**forward, **grad_input, **grad_kernel, transpose_by_chunk=not is_shallow)
+
+
+def _accelerator_plan(geom: ConvGeometry) -> Plan:
+    # The whole batch at once: a loop over chunks would run them one after another on a
+    # device built to run them together, and its cache argument is a CPU's. Contractions go
+    # to the matrix units as GEMMs, however shallow; only a depthwise conv, which has no
+    # contraction, keeps its elementwise forms (docs/performance.md#gpu-and-tpu).
+    if shallow.accepts_depthwise(geom) and geom.groups > 1:
+        return Plan(forward="fused", grad_input="depthwise", grad_kernel="depthwise")
+    return Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel=_gemm_kernel_grad(geom))
+
+
+def platform_kind(platform: str) -> str:
+    """ "cpu", "gpu" or "tpu" for a JAX platform name ("cuda" and "rocm" are GPUs)."""
+    kind = {"cuda": "gpu", "rocm": "gpu"}.get(platform.lower(), platform.lower())
+    if kind not in PLATFORMS:
+        raise ValueError(f"choose: unknown `platform` {platform!r}; expected one of {PLATFORMS}.")
+    return kind
+
+
+def choose(geom: ConvGeometry, platform: str = "cpu") -> Plan:
+    """The plan measured fastest for `geom` on `platform` (the GPU and TPU plans are not yet
+    measured; docs/performance.md says what each platform gets and why).
+
+    Args:
+      geom: the convolution.
+      platform: "cpu", "gpu" (or "cuda", "rocm") or "tpu".
+
+    Returns:
+      A `Plan` whose forms accept `geom`.
+    """
+    return _cpu_plan(geom) if platform_kind(platform) == "cpu" else _accelerator_plan(geom)
+
+
+def supported(geom: ConvGeometry) -> tuple[Plan, ...]:
+    """Plans whose forms accept `geom`: the plain plan; one plan per family of forms (GEMMs
+    with ∂L/∂W over all taps and by kernel rows, shallow, depthwise where C/G = 1, Winograd
+    where the kernel is 3×3 at stride 1 with one group); with two images or more, the GEMM,
+    Winograd and depthwise families again in chunks of ⌈N/2⌉ images; and what `choose`
+    returns on each platform. No duplicates, in that order.
+    """
+    families = [
+        PLAIN,
+        Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel="gemm-taps"),
+        Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel="gemm-rows"),
+        Plan(forward="fused", grad_input="shallow", grad_kernel="shallow"),
+    ]
+    chunked = [(families[1], False)]
+    if shallow.accepts_depthwise(geom):
+        families.append(Plan(forward="fused", grad_input="depthwise", grad_kernel="depthwise"))
+        chunked.append((families[-1], False))
+    if wg.accepts(geom):
+        families.append(Plan(forward="winograd", grad_input="winograd", grad_kernel="winograd"))
+        chunked.append((families[-1], True))
+    plans = list(families)
+    if geom.batch >= 2:
+        size = -(-geom.batch // 2)
+        plans += [
+            dataclasses.replace(
+                plan,
+                forward_chunk=size,
+                grad_input_chunk=size,
+                grad_kernel_chunk=size,
+                chunks_as_state=state,
+                transpose_by_chunk=True,
+            )
+            for plan, state in chunked
+        ]
+    plans += [choose(geom, platform) for platform in PLATFORMS]
+    return tuple(dict.fromkeys(plans))

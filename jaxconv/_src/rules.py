@@ -1,0 +1,200 @@
+"""The hand-derived rules of `conv2d`, one function per equation of docs/derivation.md.
+
+Read this beside the derivation: each rule is its sum as written, over the whole batch.
+Arrays are batched and channels-last: X (N, H, W, C); Z and ∂L/∂Z (N, Ho, Wo, O); the kernel
+W (kh, kw, C/G, O) (HWIO). A `ConvGeometry` carries every size, the padding already resolved
+into (lo, hi) pairs (eqs. 23–24). How the library evaluates these sums fast (GEMMs by kernel
+row, Winograd, fused elementwise forms, a few images at a time) is `evaluation/`; each of its
+forms is tested equal to the rule here, and `conv2d(..., plan="plain")` runs these rules.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxconv._src.geometry import ConvGeometry, Pads
+
+Tap = tuple[int, int]
+SPATIAL = (1, 2)  # the (H, W) axes of a channels-last batch
+
+
+def accumulation_dtype(dtype) -> jnp.dtype:
+    """float32 for half-precision inputs (bf16, f16), the input dtype otherwise."""
+    dtype = jnp.dtype(dtype)
+    return jnp.dtype(jnp.float32) if dtype.itemsize < 4 else dtype
+
+
+def taps(geom: ConvGeometry) -> list[Tap]:
+    """The kernel taps (a, b), row by row."""
+    kh, kw = geom.kernel_hw
+    return [(a, b) for a in range(kh) for b in range(kw)]
+
+
+# --- Windows and their adjoint (eqs. 18–22). ------------------------------------------------
+
+
+def pad(x: jax.Array, pads: Pads, axes: tuple[int, int] = SPATIAL) -> jax.Array:
+    """P_{ℓ,h}(X) of eq. 22: `pads` = ((lo_h, hi_h), (lo_w, hi_w)) zeros on the two `axes`;
+    a negative entry crops. P_{−ℓ,−h} is its adjoint."""
+    config = [(0, 0, 0)] * x.ndim
+    for axis, (lo, hi) in zip(axes, pads):
+        config[axis] = (lo, hi, 0)
+    return lax.pad(x, jnp.zeros((), x.dtype), config)
+
+
+def window(x_pad: jax.Array, tap: Tap, geom: ConvGeometry, axes=SPATIAL) -> jax.Array:
+    """S_{a,b} X̄, eqs. 19 and 26 on both axes: the inputs tap (a, b) multiplies.
+
+    window[n, r, c, :] = x_pad[n, a·dh + r·sh, b·dw + c·sw, :] for r < Ho, c < Wo: one
+    strided `lax.slice` of the padded input (its `axes` are (H, W)).
+    """
+    start, limit, strides = [0] * x_pad.ndim, list(x_pad.shape), [1] * x_pad.ndim
+    for axis, k, d, extent, s in zip(axes, tap, geom.dilation, geom.window_extent_hw, geom.stride):
+        start[axis], limit[axis], strides[axis] = k * d, k * d + extent, s
+    return lax.slice(x_pad, start, limit, strides)
+
+
+def windows_adjoint(shares, geom: ConvGeometry, axes=SPATIAL) -> jax.Array:
+    """∂L/∂X from what each window received: Σ_{a,b} S_{a,b}ᵀ, then eq. 22's crop.
+
+    S_{a,b}ᵀ is eq. 20 on both axes, one `lax.pad`: s − 1 zeros between entries, placed at
+    the tap's start (a·dh, b·dw) in the padded frame. P_{−ℓ,−h} then removes the padding
+    (and zero-fills what the forward cropped).
+
+    Args:
+      shares: pairs (tap, share), each share shaped like a window.
+      geom: the forward's geometry.
+      axes: the (H, W) axes of the shares.
+
+    Returns:
+      An array shaped like the forward's input.
+    """
+    (hp, wp), (eh, ew), (sh, sw) = geom.padded_hw, geom.window_extent_hw, geom.stride
+    dx_pad = 0
+    for (a, b), share in shares:
+        lo_h, lo_w = a * geom.dilation[0], b * geom.dilation[1]
+        config = [(0, 0, 0)] * share.ndim
+        config[axes[0]] = (lo_h, hp - lo_h - eh, sh - 1)
+        config[axes[1]] = (lo_w, wp - lo_w - ew, sw - 1)
+        dx_pad = dx_pad + lax.pad(share, jnp.zeros((), share.dtype), config)
+    return pad(dx_pad, tuple((-lo, -hi) for lo, hi in geom.padding), axes)
+
+
+def _by_group(a: jax.Array, groups: int) -> jax.Array:
+    """(..., C) -> (..., G, C/G): channel γ·C_g + i at [..., γ, i]."""
+    return a.reshape(*a.shape[:-1], groups, a.shape[-1] // groups)
+
+
+def _kernel_by_group(w_tap: jax.Array, groups: int) -> jax.Array:
+    """A tap's (C/G, O) kernel as (C/G, G, O/G)."""
+    return w_tap.reshape(w_tap.shape[0], groups, w_tap.shape[1] // groups)
+
+
+# --- The rules. ------------------------------------------------------------------------------
+
+
+def forward(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """Z = X̄ ⋆ W, eq. 29 without the bias (eq. 6 with batch, channels, stride, padding,
+    dilation and groups):
+
+        z[n, r, c, γ·O_g + o] = Σ_{a, b, i} x̄[n, r·sh + a·dh, c·sw + b·dw, γ·C_g + i]
+                                            · w[a, b, i, γ·O_g + o]
+
+    Args:
+      x: (N, H, W, C).
+      w: (kh, kw, C/G, O).
+      geom: the geometry.
+
+    Returns:
+      (N, Ho, Wo, O), in the accumulation dtype.
+    """
+    acc, groups = accumulation_dtype(x.dtype), geom.groups
+    x_pad = pad(x, geom.padding)
+    z = sum(
+        jnp.einsum(
+            "nrcgi,igo->nrcgo",
+            _by_group(window(x_pad, tap, geom), groups),
+            _kernel_by_group(w[tap], groups),
+            preferred_element_type=acc,
+        )
+        for tap in taps(geom)
+    )
+    return z.reshape(*z.shape[:3], geom.out_channels)
+
+
+def grad_input(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """∂L/∂X: eq. 31, then eq. 22's crop.
+
+        ∂L/∂x̄[n, p, q, γ·C_g + i] = Σ_{a, b} Σ_{r, c: r·sh + a·dh = p, c·sw + b·dw = q}
+                                       Σ_o g[n, r, c, γ·O_g + o] · w[a, b, i, γ·O_g + o]
+
+    Tap (a, b) sends G·W_{a,b}ᵀ back through the adjoint of its window. Summed over the taps
+    this is the full correlation of ∂L/∂Z with the rotated kernel (eqs. 13 and 25; the
+    seed's pad_full(∂L/∂Z) ⋆ rot180(W)), without multiplying the zeros it inserts.
+
+    Args:
+      g: ∂L/∂Z, (N, Ho, Wo, O).
+      w: (kh, kw, C/G, O).
+      geom: the forward's geometry.
+
+    Returns:
+      (N, H, W, C), in the accumulation dtype.
+    """
+    acc, groups = accumulation_dtype(g.dtype), geom.groups
+    g_by_group = _by_group(g, groups)
+
+    def share(tap: Tap) -> jax.Array:
+        s = jnp.einsum(
+            "nrcgo,igo->nrcgi",
+            g_by_group,
+            _kernel_by_group(w[tap], groups),
+            preferred_element_type=acc,
+        )
+        return s.reshape(*s.shape[:3], geom.in_channels)
+
+    return windows_adjoint(((tap, share(tap)) for tap in taps(geom)), geom)
+
+
+def grad_kernel(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
+    """∂L/∂W = X̄ ⋆ ∂L/∂Z: eq. 30 (eqs. 8 and 11, the sums over the output positions):
+
+        ∂L/∂w[a, b, i, γ·O_g + o] = Σ_{n, r, c} g[n, r, c, γ·O_g + o]
+                                               · x̄[n, r·sh + a·dh, c·sw + b·dw, γ·C_g + i]
+
+    r and c run over the Ho × Wo outputs, not over the kernel (the slip in the seed's eqs.
+    7–8). The forward's stride is the step of this correlation; its dilation spaces the taps.
+
+    Args:
+      x: (N, H, W, C).
+      g: ∂L/∂Z, (N, Ho, Wo, O).
+      geom: the forward's geometry.
+
+    Returns:
+      (kh, kw, C/G, O), in the accumulation dtype.
+    """
+    acc, groups = accumulation_dtype(x.dtype), geom.groups
+    x_pad, g_by_group = pad(x, geom.padding), _by_group(g, groups)
+    dw = [
+        jnp.einsum(
+            "nrcgi,nrcgo->igo",
+            _by_group(window(x_pad, tap, geom), groups),
+            g_by_group,
+            preferred_element_type=acc,
+        )
+        for tap in taps(geom)
+    ]
+    return jnp.stack(dw).reshape(*geom.kernel_hw, -1, geom.out_channels)
+
+
+def grad_bias(g: jax.Array) -> jax.Array:
+    """∂L/∂b[o] = Σ_{n, r, c} g[n, r, c, o], eq. 17: each bias feeds every output position.
+
+    Args:
+      g: ∂L/∂Z, (N, Ho, Wo, O).
+
+    Returns:
+      (O,), in the accumulation dtype.
+    """
+    return jnp.sum(g, axis=(0, 1, 2), dtype=accumulation_dtype(g.dtype))

@@ -1,0 +1,258 @@
+"""The evaluation forms: each equals the plain rule of rules.py it replaces, on every case it
+accepts; chunked equals unchunked; a plan runs exactly the form it names."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxconv
+from jaxconv._src import rules
+from jaxconv._src.evaluation import evaluate, gemm, shallow
+from jaxconv._src.evaluation import winograd as wg
+from jaxconv._src.evaluation.plan import (
+    FORWARD_FORMS,
+    GRAD_INPUT_FORMS,
+    GRAD_KERNEL_FORMS,
+    Plan,
+)
+from tests.helpers import (
+    ALL_CASES,
+    CHUNK_CASES,
+    case_operands,
+    geometry_of,
+    jit_fast_compile,
+    kernel_hwio,
+    lax_conv2d,
+    loss_grads,
+    random_operands,
+    rel_err,
+    to_nhwc,
+    winograd_configs,
+)
+
+TOL = 1e-12
+PASSES = {
+    "forward": FORWARD_FORMS,
+    "grad_input": GRAD_INPUT_FORMS,
+    "grad_kernel": GRAD_KERNEL_FORMS,
+}
+LAYOUTS = ["NCHW", "NHWC"]
+
+
+def _accepted(geom, passes=PASSES):
+    """(pass, form) for every form that accepts `geom`, the plain ones excluded."""
+    return [
+        (name, form)
+        for name, forms in passes.items()
+        for form in forms
+        if form != "plain" and Plan(**{name: form}).rejection(geom) is None
+    ]
+
+
+def _cotangent(geom, layout, dtype=np.float64, integers=False, seed=1):
+    shape = geom.output_shape((geom.batch,))
+    rng = np.random.default_rng(seed)
+    values = rng.integers(-4, 5, shape) if integers else rng.standard_normal(shape)
+    return jnp.asarray(values, dtype)
+
+
+def _run(name, x, w, g, geom, plan):
+    """One pass by `plan`, its result channels-last (NHWC, or HWIO for ∂L/∂W)."""
+    if name == "forward":
+        return to_nhwc(evaluate.forward(x, w, geom, plan), geom.layout)
+    if name == "grad_input":
+        return to_nhwc(evaluate.grad_input(g, w, geom, plan), geom.layout)
+    return evaluate.grad_kernel(x, g, geom, plan)
+
+
+def _plain(name, x, w, g, geom):
+    """The plain rule of a pass on channels-last operands."""
+    x, g = to_nhwc(x, geom.layout), to_nhwc(g, geom.layout)
+    if name == "forward":
+        return rules.forward(x, w, geom)
+    if name == "grad_input":
+        return rules.grad_input(g, w, geom)
+    return rules.grad_kernel(x, g, geom)
+
+
+def _forms_and_rules(geom, accepted):
+    @jit_fast_compile
+    def both(x, w, g):
+        forms = {(n, f): _run(n, x, w, g, geom, Plan(**{n: f})) for n, f in accepted}
+        plain = {n: _plain(n, x, w, g, geom) for n in PASSES}
+        return forms, plain
+
+    return both
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", [*ALL_CASES, *(f"chunk-{c}" for c in CHUNK_CASES)])
+def test_every_form_equals_the_plain_rule(case, layout):
+    table = {**ALL_CASES, **{f"chunk-{c}": v for c, v in CHUNK_CASES.items()}}
+    x, w, _, cfg = case_operands(case, layout, table=table)
+    geom = geometry_of(x, w, cfg)
+    accepted = _accepted(geom)
+    assert ("forward", "gemm-rows") in accepted and ("grad_kernel", "shallow") in accepted
+    forms, plain = _forms_and_rules(geom, tuple(accepted))(
+        x, kernel_hwio(w, layout), _cotangent(geom, layout)
+    )
+    for (name, form), value in forms.items():
+        assert value.shape == plain[name].shape, (name, form)
+        assert rel_err(value, plain[name]) <= TOL, (name, form)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", [c for c in ALL_CASES if c.startswith("winograd-")])
+def test_winograd_forms_are_exact_on_small_integers(case, layout):
+    # In float64 every intermediate of F(2×2, 3×3) on integers (its halves included) is exact,
+    # and so are the plain sums: the two must agree bit for bit.
+    x, w, _, cfg = case_operands(case, layout)
+    x, w = jnp.round(4 * x).clip(-4, 4), jnp.round(4 * w).clip(-4, 4)
+    geom = geometry_of(x, w, cfg)
+    winograd = tuple((name, "winograd") for name in PASSES)
+    forms, plain = _forms_and_rules(geom, winograd)(
+        x, kernel_hwio(w, layout), _cotangent(geom, layout, integers=True)
+    )
+    for (name, _), value in forms.items():
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(plain[name]), err_msg=name)
+
+
+# Half the profile's examples (100 in CI): the fixed cases above cover the boundary shapes.
+@settings(max_examples=settings.default.max_examples // 2)
+@given(winograd_configs(), st.integers(0, 2**31 - 1))
+def test_hypothesis_winograd_forms_equal_the_plain_rule(config, seed):
+    (x_shape, w_shape), o, cfg = config
+    x, w, _ = random_operands(seed, x_shape, w_shape, o, bias=False)
+    geom = geometry_of(x, w, cfg)
+    winograd = tuple((name, "winograd") for name in PASSES)
+    forms, plain = _forms_and_rules(geom, winograd)(
+        x, kernel_hwio(w, cfg["layout"]), _cotangent(geom, cfg["layout"], seed=seed)
+    )
+    for (name, _), value in forms.items():
+        assert rel_err(value, plain[name]) <= TOL, name
+
+
+def _chunked(plan, size, as_state):
+    return Plan(
+        forward=plan.forward,
+        grad_input=plan.grad_input,
+        grad_kernel=plan.grad_kernel,
+        forward_chunk=size,
+        grad_input_chunk=size,
+        grad_kernel_chunk=size,
+        chunks_as_state=as_state,
+        transpose_by_chunk=True,
+    )
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", CHUNK_CASES)
+def test_chunked_equals_unchunked(case, layout, size):
+    # 5 images: chunks of 1 (five), 2 (two and a remainder of 1), 3 (one and a remainder of 2),
+    # the forward's chunks as slices and as loop state, an NCHW forward transposed by chunk.
+    x, w, _, cfg = case_operands(case, layout, table=CHUNK_CASES)
+    geom = geometry_of(x, w, cfg)
+    accepted = _accepted(geom)
+    w_hwio, g = kernel_hwio(w, layout), _cotangent(geom, layout)
+
+    def both(x, w, g):
+        out = {}
+        for name, form in accepted:
+            whole = Plan(**{name: form})
+            for as_state in (False, True) if name == "forward" else (False,):
+                chunked = _chunked(whole, size, as_state)
+                out[name, form, as_state] = (
+                    _run(name, x, w, g, geom, chunked),
+                    _run(name, x, w, g, geom, whole),
+                )
+        return out
+
+    assert "scan" in str(jax.make_jaxpr(both)(x, w_hwio, g))  # chunked forms loop over chunks
+    for key, (chunked, whole) in jit_fast_compile(both)(x, w_hwio, g).items():
+        assert rel_err(chunked, whole) <= TOL, key
+
+
+def _form_function(name, form):
+    """The function a (pass, form) names, and whether it takes channels-last operands."""
+    table = {
+        "forward": evaluate._FORWARD,
+        "grad_input": evaluate._GRAD_INPUT,
+        "grad_kernel": evaluate._GRAD_KERNEL,
+    }
+    return table[name][form]
+
+
+@pytest.mark.parametrize(
+    "name, form, function",
+    [
+        ("forward", "plain", rules.forward),
+        ("forward", "gemm-rows", gemm.forward_rows),
+        ("forward", "winograd", wg.forward),
+        ("forward", "fused", shallow.forward_fused),
+        ("grad_input", "plain", rules.grad_input),
+        ("grad_input", "gemm-rows", gemm.grad_input_rows),
+        ("grad_input", "winograd", wg.grad_input),
+        ("grad_input", "shallow", shallow.grad_input_shallow),
+        ("grad_input", "depthwise", shallow.grad_input_depthwise),
+        ("grad_kernel", "plain", rules.grad_kernel),
+        ("grad_kernel", "gemm-taps", gemm.grad_kernel_taps),
+        ("grad_kernel", "gemm-rows", gemm.grad_kernel_rows),
+        ("grad_kernel", "winograd", wg.grad_kernel),
+        ("grad_kernel", "shallow", shallow.grad_kernel_shallow),
+        ("grad_kernel", "depthwise", shallow.grad_kernel_depthwise),
+    ],
+)
+def test_a_plan_runs_the_form_it_names(name, form, function):
+    # Unchunked and channels-last, evaluating a pass by a plan traces exactly its form.
+    case = "depthwise" if form == "depthwise" else "winograd"
+    x, w, _, cfg = case_operands(case, "NHWC", table=CHUNK_CASES)
+    geom = geometry_of(x, w, cfg)
+    g = _cotangent(geom, "NHWC")
+    assert _form_function(name, form)[0] is function
+    planned = jax.make_jaxpr(lambda x, w, g: _run(name, x, w, g, geom, Plan(**{name: form})))
+    args = {"forward": (x, w), "grad_input": (g, w), "grad_kernel": (x, g)}[name]
+    direct = jax.make_jaxpr(functools.partial(function, geom=geom))
+    assert str(planned(x, w, g)).count("dot_general") == str(direct(*args)).count("dot_general")
+    assert rel_err(_run(name, x, w, g, geom, Plan(**{name: form})), function(*args, geom=geom)) == 0
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_bias_gradient_in_either_layout_is_the_rule(layout):
+    g = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4, 5, 6)))
+    expected = rules.grad_bias(to_nhwc(g, layout))
+    assert rel_err(evaluate.grad_bias(g, layout), expected) <= TOL
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_sum_over_positions(layout):
+    p = np.random.default_rng(0).standard_normal((3, 4, 5, 6))
+    axes = (0, 2, 3) if layout == "NCHW" else (0, 1, 2)
+    got = shallow.sum_over_positions(jnp.asarray(p), layout)
+    np.testing.assert_allclose(got, p.sum(axis=axes), rtol=1e-12)
+
+
+def test_winograd_float32_error_is_that_of_the_gemm_forms():
+    # Rounding of F(2×2, 3×3) in float32 against the float64 result, next to the GEMM forms'.
+    x64, w64, _ = random_operands(6, (4, 10, 10, 64), (3, 3, 64, 32), 32, bias=False)
+    cfg = dict(padding="SAME", layout="NHWC")
+    cot64 = jnp.asarray(np.random.default_rng(7).standard_normal((4, 10, 10, 32)))
+    truth = [lax_conv2d(x64, w64, **cfg), *loss_grads(lax_conv2d, x64, w64, None, cot64, **cfg)]
+    x, w, cot = (a.astype(jnp.float32) for a in (x64, w64, cot64))
+
+    def errors(plan):
+        conv = functools.partial(jaxconv.conv2d, plan=plan)
+        got = [conv(x, w, **cfg), *loss_grads(conv, x, w, None, cot, **cfg)]
+        return [rel_err(a, t) for a, t in zip(got[:3], truth[:3])]
+
+    winograd = errors(Plan(forward="winograd", grad_input="winograd", grad_kernel="winograd"))
+    gemm_ = errors(Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel="gemm-taps"))
+    for name, e_winograd, e_gemm in zip(["z", "dx", "dw"], winograd, gemm_):
+        assert e_winograd <= 4 * e_gemm, (name, e_winograd, e_gemm)

@@ -1,0 +1,177 @@
+"""rules.py, the hand-derived rules as written: the seed's worked example by hand, XLA's own
+convolution differentiated by JAX, and the adjoint identities that make them gradients."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jaxconv._src import rules
+from tests.helpers import (
+    ALL_CASES,
+    case_operands,
+    conv_configs,
+    geometry_of,
+    jit_fast_compile,
+    lax_conv2d,
+    random_operands,
+    rel_err,
+)
+
+TOL = 1e-12
+
+
+def _seed_geometry(x_hw, k_hw):
+    return geometry_of(jnp.zeros(x_hw), jnp.zeros(k_hw), dict(layout="NHWC"))
+
+
+def _as_nhwc(a):
+    return jnp.asarray(a, jnp.float64)[None, :, :, None]
+
+
+def _as_hwio(w):
+    return jnp.asarray(w, jnp.float64)[:, :, None, None]
+
+
+def test_seed_worked_example_forward_exactly():
+    # Eqs. 2–5: W 2×2, X 3×3, Z 2×2, z[r, c] = Σ_{a, b} x[r + a, c + b]·w[a, b]; with the
+    # integers x[i, j] = 3i + j and w = [[1, 2], [3, 4]]:
+    # z00 = 1·0 + 2·1 + 3·3 + 4·4 = 27, z01 = 1·1 + 2·2 + 3·4 + 4·5 = 37 (eq. 3:
+    # w00·x01 + w01·x02 + w10·x11 + w11·x12), z10 = 1·3 + 2·4 + 3·6 + 4·7 = 57, z11 = 67.
+    x = np.arange(9.0).reshape(3, 3)
+    w = np.array([[1.0, 2.0], [3.0, 4.0]])
+    z = rules.forward(_as_nhwc(x), _as_hwio(w), _seed_geometry((3, 3), (2, 2)))
+    np.testing.assert_array_equal(z[0, :, :, 0], [[27, 37], [57, 67]])
+
+
+def test_seed_worked_example_gradients_exactly():
+    # ∂L/∂Z = g = [[1, 2], [3, 4]]. Eq. 10: ∂L/∂w00 = g00·x00 + g01·x01 + g10·x10 + g11·x11
+    # = 0 + 2 + 9 + 16 = 27; eq. 8 for each (a', b'): ∂L/∂w[a', b'] = Σ_{r, c} g[r, c]·x[r + a',
+    # c + b'] = 27 + 10·(3a' + b') (Σ g = 10): [[27, 37], [57, 67]].
+    # ∂L/∂x[i, j] = Σ_{a, b} g[i − a, j − b]·w[a, b] (the full correlation with rot180(W)):
+    # x00: g00·w00 = 1; x01: g01·w00 + g00·w01 = 2 + 2 = 4; x02: g01·w01 = 4;
+    # x10: g10·w00 + g00·w10 = 3 + 3 = 6; x11: g11·w00 + g10·w01 + g01·w10 + g00·w11 =
+    # 4 + 6 + 6 + 4 = 20; x12: g11·w01 + g01·w11 = 8 + 8 = 16; x20: g10·w10 = 9;
+    # x21: g11·w10 + g10·w11 = 12 + 12 = 24; x22: g11·w11 = 16.
+    x = np.arange(9.0).reshape(3, 3)
+    w = np.array([[1.0, 2.0], [3.0, 4.0]])
+    g = np.array([[1.0, 2.0], [3.0, 4.0]])
+    geom = _seed_geometry((3, 3), (2, 2))
+    dw = rules.grad_kernel(_as_nhwc(x), _as_nhwc(g), geom)
+    np.testing.assert_array_equal(dw[:, :, 0, 0], [[27, 37], [57, 67]])
+    dx = rules.grad_input(_as_nhwc(g), _as_hwio(w), geom)
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[1, 4, 4], [6, 20, 16], [9, 24, 16]])
+    np.testing.assert_array_equal(rules.grad_bias(_as_nhwc(g)), [10.0])
+
+
+def test_kernel_gradient_sums_over_outputs_not_over_the_kernel():
+    # X 4×4 (x[i, j] = 4i + j), W 2×2: Z is 3×3, so the sums of eq. 8 run over 3×3 outputs;
+    # the seed's printed bounds (r, c < k = 2) would sum a 2×2 corner. With g = ones:
+    # ∂L/∂w[a, b] = Σ_{r, c < 3} 4(r + a) + (c + b) = 9(4a + b) + 45, where the slip gives
+    # 4(4a + b) + 10.
+    x = np.arange(16.0).reshape(4, 4)
+    dw = rules.grad_kernel(_as_nhwc(x), _as_nhwc(np.ones((3, 3))), _seed_geometry((4, 4), (2, 2)))
+    np.testing.assert_array_equal(dw[:, :, 0, 0], [[45, 54], [81, 90]])
+
+
+def test_window_and_its_adjoint_by_hand():
+    # One axis of eqs. 19–20: H = 10, a tap at 1, stride 3, Ho = 3: S x = (x1, x4, x7) and
+    # Sᵀ g = (0, g0, 0, 0, g1, 0, 0, g2, 0, 0).
+    x = jnp.arange(10.0).reshape(1, 10, 1, 1)
+    geom = geometry_of(x, jnp.zeros((2, 1, 1, 1)), dict(stride=(3, 1), layout="NHWC"))
+    assert geom.out_hw == (3, 1)
+    x_pad = rules.pad(x, geom.padding)
+    np.testing.assert_array_equal(rules.window(x_pad, (1, 0), geom)[0, :, 0, 0], [1, 4, 7])
+    g = jnp.array([1.0, 2.0, 3.0]).reshape(1, 3, 1, 1)
+    placed = rules.windows_adjoint([((1, 0), g)], geom)
+    np.testing.assert_array_equal(placed[0, :, 0, 0], [0, 1, 0, 0, 2, 0, 0, 3, 0, 0])
+
+
+@functools.cache
+def _rules_and_xla(geom):
+    """One compiled program: the rules and `jax.vjp` of XLA's convolution, channels-last."""
+    cfg = dict(
+        stride=geom.stride,
+        padding=geom.padding,
+        dilation=geom.dilation,
+        groups=geom.groups,
+        layout="NHWC",
+    )
+
+    @jit_fast_compile
+    def both(x, w, g):
+        z, vjp = jax.vjp(lambda x, w: lax_conv2d(x, w, **cfg), x, w)
+        ours = (
+            rules.forward(x, w, geom),
+            rules.grad_input(g, w, geom),
+            rules.grad_kernel(x, g, geom),
+            rules.grad_bias(g),
+        )
+        return ours, (z, *vjp(g), jnp.sum(g, axis=(0, 1, 2)))
+
+    return both
+
+
+def _assert_rules_match_xla(x, w, geom, seed=1):
+    z_shape = (geom.batch, *geom.out_hw, geom.out_channels)
+    g = jnp.asarray(np.random.default_rng(seed).standard_normal(z_shape))
+    ours, xla = _rules_and_xla(geom)(x, w, g)
+    for name, a, e in zip(("Z", "dX", "dW", "db"), ours, xla):
+        assert a.shape == e.shape and a.dtype == e.dtype, name
+        assert rel_err(a, e) <= TOL, name
+
+
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_rules_match_vjp_of_xla(case):
+    x, w, _, cfg = case_operands(case, "NHWC")
+    _assert_rules_match_xla(x, w, geometry_of(x, w, cfg))
+
+
+@given(conv_configs(), st.integers(0, 2**31 - 1))
+def test_hypothesis_rules_match_vjp_of_xla(config, seed):
+    (x_shape, w_shape), o, cfg = config
+    if cfg["layout"] == "NCHW":  # the rules are channels-last: the same sizes, moved
+        x_shape = (x_shape[0], *x_shape[2:], x_shape[1])
+        w_shape = (*w_shape[2:], w_shape[1], w_shape[0])
+    x, w, _ = random_operands(seed, x_shape, w_shape, o, bias=False)
+    _assert_rules_match_xla(x, w, geometry_of(x, w, dict(cfg, layout="NHWC")), seed + 1)
+
+
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_adjoint_identities(case):
+    # The rules are the adjoints of the forward, linear in X and in W:
+    # ⟨G, F_W(X)⟩ = ⟨∂X-rule(G, W), X⟩ = ⟨∂W-rule(X, G), W⟩.
+    x, w, _, cfg = case_operands(case, "NHWC", seed=2)
+    geom = geometry_of(x, w, cfg)
+    g = jnp.asarray(
+        np.random.default_rng(3).standard_normal((geom.batch, *geom.out_hw, w.shape[3]))
+    )
+    z = rules.forward(x, w, geom)
+    forward = jnp.vdot(g, z)
+    scale = float(jnp.linalg.norm(g) * jnp.linalg.norm(z))  # |⟨G, Z⟩| ≤ ‖G‖‖Z‖
+    assert abs(forward - jnp.vdot(rules.grad_input(g, w, geom), x)) <= TOL * scale
+    assert abs(forward - jnp.vdot(rules.grad_kernel(x, g, geom), w)) <= TOL * scale
+    # And the bias: ⟨G, Z + b⟩ − ⟨G, Z⟩ = ⟨∂b-rule(G), b⟩.
+    b = jnp.arange(1.0, w.shape[3] + 1)
+    assert abs(jnp.vdot(g, z + b) - forward - jnp.vdot(rules.grad_bias(g), b)) <= TOL * scale
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_accumulates_in_float32(dtype):
+    x, w, _, cfg = case_operands("basic", "NHWC", dtype=np.float32)
+    geom = geometry_of(x, w, cfg)
+    g = jnp.ones((geom.batch, *geom.out_hw, geom.out_channels), dtype)
+    low = x.astype(dtype), w.astype(dtype)
+    assert rules.accumulation_dtype(dtype) == jnp.float32
+    assert rules.forward(*low, geom).dtype == jnp.float32
+    assert rules.grad_input(g, low[1], geom).dtype == jnp.float32
+    assert rules.grad_kernel(low[0], g, geom).dtype == jnp.float32
+    assert rules.grad_bias(g).dtype == jnp.float32
+    expected = rules.forward(*(a.astype(jnp.float32) for a in low), geom)
+    assert rel_err(rules.forward(*low, geom), expected) <= 1e-6  # the same products, in f32
