@@ -15,7 +15,7 @@ import datetime
 import sys
 from pathlib import Path
 
-from jaxconv.demo import data, plots, train
+from jaxconv.demo import data, train
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -78,7 +78,6 @@ def main(argv: list[str] | None = None) -> dict:
         jax.distributed.initialize()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("runs") / f"{args.dataset}-{stamp}"
-    out.mkdir(parents=True, exist_ok=True)
 
     dataset = data.load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
     print(
@@ -93,18 +92,16 @@ def main(argv: list[str] | None = None) -> dict:
         seed=args.seed,
         impl=args.impl,
         check_grads=args.check_grads,
+        max_steps=args.max_steps,
     )
-    state, metrics = train.train(
+    _, metrics = train.train(
         config,
         dataset,
         out,
         resume=args.resume,
-        max_steps_per_epoch=args.max_steps,
         progress=not args.no_progress and sys.stderr.isatty(),
+        figures=True,
     )
-    if metrics["epochs"]:
-        plots.plot_curves(metrics, out / "curves.png")
-    plots.plot_filters(state.params["conv1"]["w"], out / "filters.png")
     if metrics["grad_checks"]:
         worst = max(max(c["max_rel_diff"].values()) for c in metrics["grad_checks"])
         print(f"hand-derived vs automatic gradients: max relative difference {worst:.2e}")
