@@ -24,7 +24,10 @@ JAX types are switched on before anything is computed.
 Prints one row per configuration (the largest max abs / max rel error of each gradient
 against each reference over its plans, PASS or FAIL, the number of plans, and the failing
 ones), the worst errors, the forms audited, then `N passed, M failed` on its own line; the
-exit status is 1 if any configuration failed.
+exit status is 1 if any configuration failed. Usage errors exit 2 before the audit starts:
+a bad flag, a --plot path that cannot be written (a directory, a missing or unwritable
+directory; a path without a suffix gets .png, and the path written is printed), --torch
+without PyTorch, --plot without matplotlib.
 
 From Python:
 
@@ -37,9 +40,12 @@ From Python:
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import jax
 
@@ -121,8 +127,30 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
     parser.add_argument("--dtype", choices=DTYPES, default="float64", help="default float64")
     parser.add_argument("--torch", action="store_true", help="also compare with PyTorch")
-    parser.add_argument("--plot", metavar="FILE", help="write a PNG figure of the audit")
+    parser.add_argument(
+        "--plot", metavar="FILE", help="write a PNG figure of the audit (.png added if no suffix)"
+    )
     return parser
+
+
+def _plot_path(parser: argparse.ArgumentParser, value: str) -> Path:
+    """The PNG --plot names, checked writable before the audit; usage errors exit 2."""
+    path = Path(value)
+    if path.is_dir():
+        parser.error(f"--plot {value} is a directory; name a file, such as {path / 'audit.png'}")
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    elif path.suffix.lower() != ".png":
+        parser.error(f"--plot {value}: the figure is a PNG; name a .png file")
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        parser.error(f"--plot {value}: {parent} {what}")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        parser.error(f"--plot {value}: {path} is not writable")
+    if importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib: pip install -e '.[demo]'")
+    return path
 
 
 def main(argv: Sequence[str] | None = None, *, conv: Callable | None = None) -> int:
@@ -134,21 +162,28 @@ def main(argv: Sequence[str] | None = None, *, conv: Callable | None = None) -> 
 
     Returns:
       The exit status: 0 if every configuration passed, 1 otherwise.
+
+    Raises:
+      SystemExit: status 2, a usage error (see the module docstring), before the audit.
     """
     parser = _parser()
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error(f"--n must be >= 1, got {args.n}")
-    if args.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
-    use_torch = False
-    if args.torch:
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    plot_path = _plot_path(parser, args.plot) if args.plot is not None else None
+    use_torch = args.torch
+    if use_torch:
         try:
             import torch  # noqa: F401
-
-            use_torch = True
-        except ImportError:
-            print("--torch: PyTorch is not importable; skipping the torch comparison.")
+        except ImportError as error:
+            parser.error(
+                f"--torch: PyTorch is not importable ({error}); pip install -e '.[torch]', "
+                "or run without --torch"
+            )
+    if args.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
     references = [r for r in REFERENCES if r != "torch" or use_torch]
     print(f"auditing {args.n} configurations, {args.dtype}, seed {args.seed}")
     print(header(references), flush=True)
@@ -162,9 +197,9 @@ def main(argv: Sequence[str] | None = None, *, conv: Callable | None = None) -> 
         on_result=lambda i, r: print(format_row(i, r), flush=True),
     )
     print(summary(results))
-    if args.plot:
-        plot(results, args.plot)
-        print(f"wrote {args.plot}")
+    if plot_path is not None:
+        plot(results, str(plot_path))
+        print(f"wrote {plot_path}")
     print(f"{time.perf_counter() - start:.1f} s")
     failed = sum(not r.passed for r in results)
     print(f"{len(results) - failed} passed, {failed} failed")

@@ -213,12 +213,50 @@ def test_torch_comparison(capsys):
     assert "torch (max abs/max rel)" in capsys.readouterr().out
 
 
-def test_torch_missing_is_skipped_with_a_message(capsys, monkeypatch):
+def _never_called(*args, **kwargs):
+    raise AssertionError("the audit ran despite a usage error")
+
+
+def _usage_error(argv, capsys) -> str:
+    """main(argv) must exit 2 before auditing anything; returns its error line."""
+    with pytest.raises(SystemExit) as info:
+        check.main(argv, conv=_never_called)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert "auditing" not in captured.out
+    return captured.err.splitlines()[-1]
+
+
+def test_torch_requested_but_missing_is_a_usage_error(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
-    assert check.main(["--n", "1", "--torch"]) == 0
-    out = capsys.readouterr().out
-    assert "PyTorch is not importable; skipping" in out
-    assert "torch (max abs" not in out
+    line = _usage_error(["--n", "1", "--torch"], capsys)
+    assert line.startswith("python -m jaxconv.check: error: --torch: PyTorch is not importable")
+
+
+@pytest.mark.parametrize(
+    "plot, message",
+    [
+        ("missing/audit.png", "--plot {p}: {tmp}/missing does not exist"),
+        ("afile/audit.png", "--plot {p}: {tmp}/afile is not a directory"),
+        ("adir", "--plot {p} is a directory; name a file, such as {tmp}/adir/audit.png"),
+        ("audit.pdf", "--plot {p}: the figure is a PNG; name a .png file"),
+    ],
+)
+def test_a_bad_plot_path_fails_before_the_audit(tmp_path, capsys, plot, message):
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir").mkdir()
+    path = str(tmp_path / plot)
+    line = _usage_error(["--n", "1", "--plot", path], capsys)
+    assert line == "python -m jaxconv.check: error: " + message.format(p=path, tmp=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"]
+
+
+def test_plot_without_suffix_gets_png_and_prints_the_path_written(tmp_path, capsys):
+    target = tmp_path / "audit"
+    assert check.main(["--n", "1", "--dtype", "float32", "--plot", str(target)]) == 0
+    assert f"wrote {target}.png" in capsys.readouterr().out.splitlines()
+    assert (tmp_path / "audit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not target.exists()
 
 
 def test_every_plan_is_audited_and_a_failing_plan_is_named(capsys):
@@ -244,5 +282,9 @@ def test_bad_arguments():
         check.compare(CONFIG, dtype="float16")
     with pytest.raises(ValueError, match="`conv` or `plans`, not both"):
         check.compare(CONFIG, conv=jaxconv.conv2d, plans=[jaxconv.Plan()])
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as info:
         check.main(["--n", "0"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        check.main(["--seed", "-1"], conv=_never_called)
+    assert info.value.code == 2

@@ -4,14 +4,17 @@ IDX bytes are built here with `struct` from the format's definition, and digests
 `hashlib`, so the expected values do not come from the code under test.
 """
 
+import fcntl
 import gzip
 import hashlib
 import http.server
+import os
 import socket
 import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +170,8 @@ def test_pair_rejects_wrong_ranks_types_and_labels(tmp_path, images, labels, cul
 
 class _Server:
     """Serves `root`; records each request path. Under /cut/ it sends the first half of a
-    file under the whole file's Content-Length, then closes: a transfer cut short."""
+    file under the whole file's Content-Length, then closes: a transfer cut short. Under
+    /nolength/ it sends a file without a Content-Length; under /slow/ one byte every 20 ms."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -186,6 +190,25 @@ class _Server:
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body[: len(body) // 2])
+                    return
+                if self.path.startswith("/nolength/"):
+                    body = (root / self.path.removeprefix("/nolength/")).read_bytes()
+                    self.send_response(200)
+                    self.end_headers()  # HTTP/1.0: the body ends when the connection does
+                    self.wfile.write(body)
+                    return
+                if self.path.startswith("/slow/"):
+                    body = (root / self.path.removeprefix("/slow/")).read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    try:
+                        for i in range(min(len(body), 250)):  # 5 s at most
+                            self.wfile.write(body[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(0.02)
+                    except OSError:  # the client gave up
+                        pass
                     return
                 super().do_GET()
 
@@ -374,6 +397,90 @@ def test_fetch_rejects_bad_arguments_before_any_request(
     assert server.requests == []
 
 
+def test_leftover_parts_of_killed_downloads_are_removed(server, tmp_path):
+    content = gzip.compress(labels_idx(6))
+    url = server.put("a/l.gz", content)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for leftover in (".l.gz.k3j2h1.part", ".t10k-images-idx3-ubyte.gz.zz.part"):
+        (cache / leftover).write_bytes(b"half a download")
+    path = dd.fetch_file("l.gz", urls=[url], checksum=sha256(content), cache_dir=cache)
+    assert list(cache.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("route", ["", "nolength/"])
+def test_a_file_over_the_size_cap_is_abandoned(server, tmp_path, route):
+    content = gzip.compress(images_idx(5))
+    server.put("x.gz", content)
+    cache = tmp_path / "cache"
+    with pytest.raises(dd.DownloadError) as info:
+        dd.fetch_file(
+            "x.gz",
+            urls=[f"{server.url}/{route}"],
+            checksum=sha256(content),
+            cache_dir=cache,
+            max_bytes=len(content) - 1,
+        )
+    cap = f"{len(content) - 1}-byte cap"
+    reason = "sent more than the" if route else f"declares {len(content)} bytes, over the"
+    assert f"{server.url}/{route}x.gz: {reason} {cap}" in str(info.value)
+    assert list(cache.iterdir()) == []
+
+
+def test_a_trickling_download_stops_at_the_deadline(server, tmp_path):
+    content = gzip.compress(images_idx(5))
+    server.put("x.gz", content)
+    cache = tmp_path / "cache"
+    start = time.monotonic()
+    with pytest.raises(dd.DownloadError) as info:
+        dd.fetch_file(
+            "x.gz",
+            urls=[f"{server.url}/slow/", f"{server.url}/"],
+            checksum=sha256(content),
+            cache_dir=cache,
+            deadline=0.5,
+        )
+    assert time.monotonic() - start < 2.0  # the trickle alone would take 5 s
+    message = str(info.value)
+    assert f"{server.url}/slow/x.gz: deadline passed after " in message
+    assert f"{server.url}/x.gz: not tried, the 0.5 s deadline had passed" in message
+    assert list(cache.iterdir()) == []
+
+
+def test_a_download_waits_for_another_on_the_same_cache_until_its_deadline(server, tmp_path):
+    content = gzip.compress(labels_idx(6))
+    url = server.put("a/l.gz", content)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    fd = os.open(cache, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as another process's download would
+        with pytest.raises(dd.DownloadError, match=r"stayed locked by another download past"):
+            dd.fetch_file(
+                "l.gz", urls=[url], checksum=sha256(content), cache_dir=cache, deadline=0.2
+            )
+    finally:
+        os.close(fd)
+    assert server.requests == []
+    assert dd.fetch_file("l.gz", urls=[url], checksum=sha256(content), cache_dir=cache).is_file()
+
+
+@pytest.mark.parametrize(
+    "limits, message",
+    [
+        (dict(deadline=0), r"`deadline` must be a finite number > 0, got 0"),
+        (dict(deadline=float("nan")), r"`deadline` must be a finite number > 0, got nan"),
+        (dict(timeout=-1.0), r"`timeout` must be a finite number > 0, got -1.0"),
+        (dict(max_bytes=0), r"`max_bytes` must be an integer >= 1, got 0"),
+        (dict(max_bytes=1.5), r"`max_bytes` must be an integer >= 1, got 1.5"),
+    ],
+)
+def test_fetch_rejects_bad_limits_before_any_request(server, tmp_path, limits, message):
+    with pytest.raises(ValueError, match=message):
+        dd.fetch_file("f.gz", urls=[server.url], checksum=sha256(b""), cache_dir=tmp_path, **limits)
+    assert server.requests == []
+
+
 # --- Whole datasets. -------------------------------------------------------------------------
 
 _NAMES = (
@@ -452,6 +559,53 @@ def test_data_dir_is_validated_by_counts_and_size(tmp_path):
     spec = _tiny_spec(_tiny_files(), ())
     with pytest.raises(dd.IdxFormatError, match=r"10 images of 8×8, expected 10 of 28×28"):
         dd.load_idx_dataset("mnist", data_dir=tmp_path, spec=spec)
+
+
+def test_a_given_data_dir_is_the_only_place_read(server, tmp_path):
+    files = _tiny_files()
+    for name, content in files.items():
+        server.put(f"b/{name}", content)
+    # A system directory (as Debian's) holding another complete copy, read first before.
+    system = tmp_path / "system"
+    system.mkdir()
+    for name, content in _tiny_files(n_train=20, n_test=10).items():
+        (system / name).write_bytes(content)
+    (system / _NAMES[3]).write_bytes(gzip.compress(idx_bytes((10,), [9] * 10)))
+    user = tmp_path / "user"
+    user.mkdir()
+    for name, content in files.items():
+        (user / name).write_bytes(content)
+    spec = _tiny_spec(files, (f"{server.url}/b/",))._replace(local_dirs=(system,))
+    cache = tmp_path / "cache"
+    _check_tiny(
+        dd.load_idx_dataset("fashion-mnist", data_dir=user, cache_dir=cache, spec=spec),
+        "fashion-mnist",
+    )
+    (user / _NAMES[1]).unlink()
+    (user / _NAMES[3]).unlink()
+    with pytest.raises(dd.DataDirError) as info:
+        dd.load_idx_dataset("fashion-mnist", data_dir=user, cache_dir=cache, spec=spec)
+    assert str(info.value) == (
+        f"data_dir {user} lacks train-labels-idx1-ubyte.gz (or train-labels-idx1-ubyte), "
+        "t10k-labels-idx1-ubyte.gz (or t10k-labels-idx1-ubyte); it must hold all four "
+        "fashion-mnist files."
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(dd.DataDirError, match=r"lacks train-images-idx3-ubyte\.gz .*, t10k-labels"):
+        dd.load_idx_dataset("fashion-mnist", data_dir=empty, cache_dir=cache, spec=spec)
+    with pytest.raises(dd.DataDirError, match=rf"data_dir {tmp_path / 'nowhere'} is not a dir"):
+        dd.load_idx_dataset("fashion-mnist", data_dir=tmp_path / "nowhere", spec=spec)
+    # Neither the system directory, nor the cache, nor the mirrors were touched.
+    assert server.requests == [] and not cache.exists()
+    # Without data_dir the system directory is used, as before.
+    ds = dd.load_idx_dataset("fashion-mnist", cache_dir=cache, spec=spec)
+    np.testing.assert_array_equal(ds.test_labels, [9] * 10)
+
+
+def test_data_dir_is_not_for_digits(tmp_path):
+    with pytest.raises(ValueError, match="data_dir is for the IDX datasets"):
+        dd.load_dataset("digits", data_dir=tmp_path)
 
 
 def test_unknown_dataset_name():

@@ -1,18 +1,22 @@
-"""The demo's training loop: determinism, exact resume, gradient checks, data parallelism."""
+"""The demo's training loop: determinism, exact resume, the run's record and its checks,
+gradient checks, data parallelism."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from jaxconv.demo import data, train
+from jaxconv.demo import data, storage, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,16 +27,8 @@ def digits():
 
 
 def _run(digits, out, epochs, resume=False, **kwargs):
-    config = train.TrainConfig(epochs=epochs, batch_size=64, **kwargs)
-    return train.train(
-        config,
-        digits,
-        out,
-        resume=resume,
-        max_steps_per_epoch=6,
-        progress=False,
-        log=lambda s: None,
-    )
+    config = train.TrainConfig(**{"epochs": epochs, "batch_size": 64, "max_steps": 6, **kwargs})
+    return train.train(config, digits, out, resume=resume, progress=False, log=lambda s: None)
 
 
 def _leaves(state):
@@ -50,6 +46,9 @@ def test_resume_is_bit_identical(digits, tmp_path):
     assert [r["train_loss"] for r in metrics["epochs"]] == [
         r["train_loss"] for r in full_metrics["epochs"]
     ]
+    # metrics.json states the settings of the run it records, --epochs grown included.
+    saved = json.loads((tmp_path / "split" / "metrics.json").read_text())
+    assert saved["config"]["epochs"] == 3 and saved["epochs"] == metrics["epochs"]
 
 
 def test_same_seed_same_result_other_seed_differs(digits, tmp_path):
@@ -62,13 +61,19 @@ def test_same_seed_same_result_other_seed_differs(digits, tmp_path):
 
 
 def test_checkpoint_is_written_atomically_and_validated(digits, tmp_path):
-    state, _ = _run(digits, tmp_path, epochs=1)
+    state, metrics = _run(digits, tmp_path, epochs=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "metrics.json"]
-    loaded = train.load_checkpoint(tmp_path / "checkpoint.npz", state)
+    loaded, record = train.load_checkpoint(tmp_path / "checkpoint.npz", state)
     for x, y in zip(_leaves(loaded), _leaves(state)):
         np.testing.assert_array_equal(x, y)
+    # The checkpoint carries the whole record; metrics.json is a copy of it.
+    assert record == metrics == json.loads((tmp_path / "metrics.json").read_text())
     other = train.init_state(train.TrainConfig(), 28, 10)
-    with pytest.raises(ValueError, match="does not match this model"):
+    with pytest.raises(
+        train.CheckpointError,
+        # 6 parameters, Adam's count and two moments of each: 19; the 28×28 model has 8.
+        match=r"does not match this model and optimizer: 19 arrays, expected 25",
+    ):
         train.load_checkpoint(tmp_path / "checkpoint.npz", other)
 
 
@@ -104,9 +109,9 @@ import json, sys
 import jax
 from jaxconv.demo import data, train
 digits = data.load_digits_dataset(seed=0)
-config = train.TrainConfig(epochs=2, batch_size=64, eval_batch_size=360)
+config = train.TrainConfig(epochs=2, batch_size=64, eval_batch_size=360, max_steps=5)
 _, metrics = train.train(config, digits, __import__("pathlib").Path(sys.argv[1]),
-                         max_steps_per_epoch=5, progress=False, log=lambda s: None)
+                         progress=False, log=lambda s: None)
 print(json.dumps({"devices": len(jax.devices()),
                   "losses": [r["train_loss"] for r in metrics["epochs"]]}))
 """
@@ -129,3 +134,211 @@ def test_data_parallel_matches_single_device(tmp_path):
         results[devices] = json.loads(out.stdout.strip().splitlines()[-1])
     assert results[4]["devices"] == 4 and results[1]["devices"] == 1
     np.testing.assert_allclose(results[4]["losses"], results[1]["losses"], rtol=0, atol=1e-5)
+
+
+# --- The run's record: settings, resume, one atomic state, damaged checkpoints. ---------------
+
+_SMALL = dict(batch_size=64, max_steps=2, impl="lax")
+
+
+@pytest.fixture(scope="module")
+def finished_run(digits, tmp_path_factory):
+    """A finished 2-epoch run; tests copy it."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    state, metrics = _run(digits, out, epochs=2, **_SMALL)
+    return out, state, metrics
+
+
+def _copy(run, tmp_path) -> Path:
+    return Path(shutil.copytree(run[0], tmp_path / "run"))
+
+
+@pytest.mark.parametrize(
+    "field, value, error, message",
+    [
+        ("batch_size", 0, ValueError, r"--batch-size must be >= 1, got 0"),
+        ("batch_size", -1, ValueError, r"--batch-size must be >= 1, got -1"),
+        ("batch_size", 1.5, TypeError, r"--batch-size must be an integer, got 1.5 \(float\)"),
+        ("batch_size", 2000, ValueError, r"--batch-size 2000 exceeds the 1437 images"),
+        ("epochs", 0, ValueError, r"--epochs must be >= 1, got 0"),
+        ("epochs", -1, ValueError, r"--epochs must be >= 1"),
+        ("epochs", True, TypeError, r"--epochs must be an integer, got True \(bool\)"),
+        ("lr", float("nan"), ValueError, r"--lr must be a finite number > 0, got nan"),
+        ("lr", float("inf"), ValueError, r"--lr must be a finite number > 0, got inf"),
+        ("lr", -1.0, ValueError, r"--lr must be a finite number > 0, got -1.0"),
+        ("lr", 0.0, ValueError, r"--lr must be a finite number > 0"),
+        ("lr", "0.1", TypeError, r"--lr must be a number, got '0.1' \(str\)"),
+        ("seed", -1, ValueError, r"--seed must be >= 0, got -1"),
+        ("seed", 2**32, ValueError, r"--seed must be at most 2\*\*32 - 1"),
+        ("check_grads", -1, ValueError, r"--check-grads must be >= 0"),
+        ("max_steps", 0, ValueError, r"--max-steps must be >= 1, got 0"),
+        ("eval_batch_size", 0, ValueError, r"--eval-batch-size must be >= 1"),
+        ("impl", "xla", ValueError, r"--impl must be one of jaxconv, reference, lax; got 'xla'"),
+        ("dataset", "mnist", ValueError, r"--dataset 'mnist', but the data given are 'digits'"),
+    ],
+)
+def test_settings_are_checked_before_anything_runs(digits, tmp_path, field, value, error, message):
+    config = dataclasses.replace(train.TrainConfig(epochs=1, **_SMALL), **{field: value})
+    with pytest.raises(error, match=message):
+        train.train(config, digits, tmp_path / "run", progress=False, log=lambda s: None)
+    assert not (tmp_path / "run").exists()  # nothing created
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(batch_size=32), r"--batch-size 64 there, 32 here"),
+        (dict(lr=0.01), r"--lr 0.003 there, 0.01 here"),
+        (dict(seed=1), r"--seed 0 there, 1 here"),
+        (dict(impl="jaxconv"), r"--impl 'lax' there, 'jaxconv' here"),
+        (dict(max_steps=3), r"--max-steps 2 there, 3 here"),
+        (dict(check_grads=2, seed=5), r"--seed 0 there, 5 here; --check-grads 0 there, 2 here"),
+        (dict(epochs=1), r"--epochs 1 is fewer than the 2 epochs .*checkpoint.npz has finished"),
+    ],
+)
+def test_resume_refuses_other_settings(digits, finished_run, tmp_path, changes, message):
+    out = _copy(finished_run, tmp_path)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    config = train.TrainConfig(**{"epochs": 3, **_SMALL, **changes})
+    with pytest.raises(ValueError, match=message) as info:
+        train.train(config, digits, out, resume=True, progress=False, log=lambda s: None)
+    assert type(info.value).__name__ == "CheckpointError"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_resume_refuses_other_data(digits, finished_run, tmp_path):
+    out = _copy(finished_run, tmp_path)
+    other = digits._replace(train_labels=np.roll(digits.train_labels, 1))
+    config = train.TrainConfig(epochs=3, **_SMALL)
+    with pytest.raises(ValueError, match=r"trained on other data \(sha256 '"):
+        train.train(config, other, out, resume=True, progress=False, log=lambda s: None)
+
+
+def test_resume_needs_a_checkpoint_and_a_fresh_run_needs_none(digits, finished_run, tmp_path):
+    config = train.TrainConfig(epochs=2, **_SMALL)
+    typo = tmp_path / "typo"
+    with pytest.raises(ValueError, match=rf"{typo} does not exist; there is nothing"):
+        train.train(config, digits, typo, resume=True, progress=False)
+    assert not typo.exists()
+    typo.mkdir()
+    with pytest.raises(ValueError, match=r"checkpoint.npz does not exist: there is no"):
+        train.train(config, digits, typo, resume=True, progress=False)
+    out = _copy(finished_run, tmp_path)
+    with pytest.raises(ValueError, match=r"already holds a run \(checkpoint.npz\); pass --resume"):
+        train.train(config, digits, out, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["missing", "stale"])
+def test_resume_rebuilds_metrics_lost_between_the_two_writes(
+    digits, finished_run, tmp_path, damage
+):
+    # The state a kill leaves after the checkpoint's write and before metrics.json's.
+    out = _copy(finished_run, tmp_path)
+    if damage == "missing":
+        (out / "metrics.json").unlink()
+    else:
+        stale = json.loads((out / "metrics.json").read_text())
+        stale["epochs"] = stale["epochs"][:1]
+        (out / "metrics.json").write_text(json.dumps(stale))
+    # A finished run's record is repaired without training...
+    state, metrics = _run(digits, out, epochs=2, resume=True, **_SMALL)
+    assert [r["epoch"] for r in metrics["epochs"]] == [1, 2]
+    assert json.loads((out / "metrics.json").read_text()) == finished_run[2]
+    for x, y in zip(_leaves(state), _leaves(finished_run[1])):
+        np.testing.assert_array_equal(x, y)
+    # ...and a continued one records every epoch once.
+    _, metrics = _run(digits, out, epochs=3, resume=True, **_SMALL)
+    assert [r["epoch"] for r in metrics["epochs"]] == [1, 2, 3]
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == metrics["epochs"]
+
+
+def test_a_second_run_on_the_same_out_fails_fast(digits, finished_run, tmp_path):
+    out = _copy(finished_run, tmp_path)
+    config = train.TrainConfig(epochs=3, **_SMALL)
+    busy = pytest.raises(storage.RunDirBusyError, match=rf"{out} is in use by another run")
+    # The lock held as a run in another process holds it: flock excludes other open files.
+    with storage.locked_dir(out, create=False), busy:
+        train.train(config, digits, out, resume=True, progress=False)
+    assert json.loads((out / "metrics.json").read_text()) == finished_run[2]
+
+
+def test_leftovers_of_killed_writes_are_removed(digits, finished_run, tmp_path):
+    out = _copy(finished_run, tmp_path)
+    leftovers = [".checkpoint.npz.k2j4h1", ".metrics.json.0a1b2c3d.tmp", ".curves.png.ff.tmp"]
+    for name in leftovers:
+        (out / name).write_bytes(b"half a file")
+    (out / "notes.txt").write_text("the user's")
+    _run(digits, out, epochs=2, resume=True, **_SMALL)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "metrics.json", "notes.txt"]
+
+
+def _entries(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as f:
+        return {name: f[name] for name in f.files}
+
+
+def _flip_a_byte_of(path: Path, entry: str) -> bytes:
+    """The file with one byte of `entry`'s stored data changed (npz entries are stored)."""
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(entry + ".npy")
+    header = 30 + len(info.filename) + len(info.extra)
+    raw[info.header_offset + header + info.compress_size - 1] ^= 0xFF
+    return bytes(raw)
+
+
+def _damaged(path: Path, damage: str) -> None:
+    """Rewrites the valid checkpoint at `path` with `damage`."""
+    good = path.read_bytes()
+    entries = _entries(path)
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif damage == "not-a-checkpoint":
+        path.write_bytes(b"<html>Not Found</html>")
+    elif damage == "flipped-byte":
+        path.write_bytes(_flip_a_byte_of(path, "leaf_3"))
+    else:
+        if damage == "no-record":
+            del entries["record"]
+        elif damage == "wrong-dtype":
+            entries["leaf_1"] = entries["leaf_1"].astype(np.float64)
+        elif damage == "wrong-shape":
+            entries["leaf_2"] = entries["leaf_2"][:1]
+        elif damage == "extra-array":
+            entries["leaf_999"] = np.zeros(1, np.float32)
+        elif damage == "epoch-not-recorded":
+            entries["epoch"] = np.int64(3)
+        elif damage == "bad-record":
+            entries["record"] = np.frombuffer(b"{not json", np.uint8)
+        with open(path, "wb") as f:
+            np.savez(f, **entries)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("empty", r"empty file \(0 bytes\), not a checkpoint"),
+        ("truncated", r"truncated or corrupt checkpoint \(BadZipFile"),
+        ("not-a-checkpoint", r"not a checkpoint \(starts with b'<htm'"),
+        ("flipped-byte", r"truncated or corrupt checkpoint \(BadZipFile: Bad CRC-32"),
+        ("no-record", r"checkpoint lacks the entry 'record'"),
+        ("wrong-dtype", r"params\['conv1'\]\['w'\] is \(16, 1, 3, 3\) float64, expected "),
+        ("wrong-shape", r"params\['conv2'\]\['b'\] is \(1,\) float32, expected \(32,\)"),
+        ("extra-array", r"does not match this model and optimizer: 20 arrays, expected 19"),
+        ("epoch-not-recorded", r"the record lists epochs \[\], but the state is after epoch 3"),
+        ("bad-record", r"unreadable run record \(JSONDecodeError"),
+    ],
+)
+def test_a_damaged_checkpoint_is_named_and_explained(tmp_path, damage, message):
+    config = train.TrainConfig(**_SMALL)
+    state = train.init_state(config, 8, 10)
+    path = tmp_path / "checkpoint.npz"
+    metrics = {"config": dataclasses.asdict(config), "epochs": [], "grad_checks": []}
+    train.save_checkpoint(path, state, metrics)
+    _damaged(path, damage)
+    with pytest.raises(train.CheckpointError, match=message) as info:
+        train.load_checkpoint(path, state)
+    assert str(info.value).startswith(f"{path}: ")
+    assert "\n" not in str(info.value)

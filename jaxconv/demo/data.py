@@ -1,12 +1,14 @@
 """Data for the training demo: sklearn's digits, and MNIST / Fashion-MNIST from IDX files.
 
-Downloads are verified by checksum *before* anything parses them; files from a local
-directory are validated by their IDX headers and counts. Plain numpy: nothing here imports
-JAX, and scikit-learn is imported only by `load_digits_dataset`.
+Downloads are verified by checksum *before* anything parses them, and bounded in time and
+size; files from a local directory are validated by their IDX headers and counts. Plain numpy:
+nothing here imports JAX, and scikit-learn is imported only by `load_digits_dataset`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import hashlib
 import http.client
@@ -14,9 +16,10 @@ import math
 import os
 import struct
 import tempfile
+import time
 import urllib.request
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, NamedTuple
 
@@ -55,6 +58,10 @@ class DownloadError(RuntimeError):
     """No mirror delivered a file."""
 
 
+class DataDirError(ValueError):
+    """A given data directory does not exist, or lacks some of the dataset's files."""
+
+
 class Checksum(NamedTuple):
     """A published digest: `algorithm` is a `hashlib` name ("sha256", "md5")."""
 
@@ -78,8 +85,8 @@ class IdxDatasetSpec(NamedTuple):
       train_count, test_count: images each split must have; None skips the check (tests
         serve tiny files through their own spec).
       image_shape: (H, W) every image must have.
-      local_dirs: system directories looked at before `data_dir` and the cache, such as
-        Debian's package directory.
+      local_dirs: system directories looked at before the cache (when no `data_dir` is
+        given), such as Debian's package directory.
     """
 
     mirrors: tuple[str, ...]
@@ -292,20 +299,67 @@ def _expected_digest(filename: str, checksum: Checksum) -> str:
     return expected
 
 
-def _download(url: str, out: IO[bytes], algorithm: str, timeout: float) -> str:
-    """Streams `url` into the open file `out`; returns the hex digest of what came."""
+# A cap well above the largest published file (Fashion-MNIST's 26 MB training images).
+DEFAULT_MAX_BYTES = 256 * 2**20
+
+
+class _LimitError(OSError):
+    """A download passed its deadline or its size cap."""
+
+
+def _download(
+    url: str, out: IO[bytes], algorithm: str, timeout: float, end: float, max_bytes: int
+) -> str:
+    """Streams `url` into the open file `out`, until `time.monotonic()` reaches `end` or
+    more than `max_bytes` arrive; returns the hex digest of what came."""
     digest = hashlib.new(algorithm, usedforsecurity=False)
     received = 0
     with urllib.request.urlopen(url, timeout=timeout) as response:
         declared = response.headers.get("Content-Length")
-        for chunk in iter(lambda: response.read(1 << 20), b""):
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            raise _LimitError(f"declares {declared} bytes, over the {max_bytes}-byte cap")
+        # read1 returns what one socket read gives, so a server that trickles bytes cannot
+        # hold a read past the deadline by more than one socket timeout.
+        while chunk := response.read1(1 << 20):
+            received += len(chunk)
+            if received > max_bytes:
+                raise _LimitError(f"sent more than the {max_bytes}-byte cap")
+            if time.monotonic() > end:
+                raise _LimitError(f"deadline passed after {received} bytes")
             digest.update(chunk)
             out.write(chunk)
-            received += len(chunk)
     # read(n) returns b"" at a premature EOF instead of raising, so compare lengths here.
     if declared is not None and declared.isdigit() and received != int(declared):
         raise ConnectionError(f"connection closed after {received} of {declared} bytes")
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _locked_cache(cache: Path, end: float, deadline: float) -> Iterator[None]:
+    """Holds an exclusive `flock` on the cache directory, waiting for it until `end`."""
+    fd = os.open(cache, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= end:
+                    raise DownloadError(
+                        f"{cache} stayed locked by another download past the {deadline:g} s "
+                        "deadline."
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a number, got {type(value).__name__}.")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value}.")
 
 
 def fetch_file(
@@ -315,13 +369,17 @@ def fetch_file(
     checksum: Checksum,
     cache_dir: str | os.PathLike[str],
     timeout: float = 30.0,
+    deadline: float = 600.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Path:
     """Returns `cache_dir/filename`, verified by checksum, downloading it if needed.
 
     A cached file is used, without any network access, only if its checksum matches; a
     cached file that does not match is deleted (never parsed) and downloaded again. Each
-    download streams into a temporary file in `cache_dir`, hashing as it goes, and is renamed
-    into place only if its checksum matches; nothing partial is ever left behind.
+    download streams into a temporary file `.<filename>.*.part` in `cache_dir`, hashing as it
+    goes, and is renamed into place only if its checksum matches. The call holds a lock on
+    `cache_dir`, so concurrent calls download a file once; under it, the `.*.part` files that
+    killed processes left behind are deleted first.
 
     Args:
       filename: the file's name, appended to each base URL and used in `cache_dir`.
@@ -330,6 +388,11 @@ def fetch_file(
       checksum: the published digest of the file.
       cache_dir: where the file is kept; created if missing.
       timeout: seconds any one socket operation may block.
+      deadline: seconds the whole call may take, waiting for the lock and every mirror
+        included; a transfer still running then is abandoned (overshooting by at most one
+        socket timeout) and the mirrors not yet tried are skipped.
+      max_bytes: the most bytes one transfer may bring; a larger declared Content-Length is
+        refused before reading, a transfer that goes past it is abandoned.
 
     Returns:
       The path of the verified file.
@@ -337,15 +400,41 @@ def fetch_file(
     Raises:
       ChecksumError: at least one mirror delivered the file but none with the expected
         checksum; the message names the file, each URL, the expected and the actual digests.
-      DownloadError: no mirror delivered the file; the message lists each URL and its error.
-      ValueError: `filename` is not a plain file name, or `checksum` is malformed.
+      DownloadError: no mirror delivered the file (errors, the deadline, the size cap); the
+        message lists each URL and what went wrong.
+      ValueError: `filename` is not a plain file name, `checksum` is malformed, or
+        `timeout`, `deadline` or `max_bytes` is not positive.
     """
     if filename in ("", ".", "..") or Path(filename).name != filename:
         raise ValueError(f"filename {filename!r} must be a plain file name.")
     expected = _expected_digest(filename, checksum)
-    algorithm = checksum.algorithm
+    _positive("timeout", timeout)
+    _positive("deadline", deadline)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ValueError(f"`max_bytes` must be an integer >= 1, got {max_bytes!r}.")
+    end = time.monotonic() + deadline
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
+    with _locked_cache(cache, end, deadline):
+        for leftover in cache.glob(".*.part"):  # no live download's: we hold the lock
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        return _fetch_locked(
+            filename, urls, checksum.algorithm, expected, cache, timeout, end, deadline, max_bytes
+        )
+
+
+def _fetch_locked(
+    filename: str,
+    urls: Sequence[str],
+    algorithm: str,
+    expected: str,
+    cache: Path,
+    timeout: float,
+    end: float,
+    deadline: float,
+    max_bytes: int,
+) -> Path:
     target = cache / filename
     if target.exists():
         if file_digest(target, algorithm) == expected:
@@ -357,13 +446,17 @@ def fetch_file(
     for base in urls:
         url = base if base.endswith("/") else base + "/"
         url += filename
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            failures.append(f"{url}: not tried, the {deadline:g} s deadline had passed")
+            continue
         tmp: Path | None = None
         try:
             with tempfile.NamedTemporaryFile(
                 dir=cache, prefix=f".{filename}.", suffix=".part", delete=False
             ) as out:
                 tmp = Path(out.name)
-                actual = _download(url, out, algorithm, timeout)
+                actual = _download(url, out, algorithm, min(timeout, remaining), end, max_bytes)
             if actual == expected:
                 os.replace(tmp, target)
                 return target
@@ -436,13 +529,14 @@ def load_idx_dataset(
 ) -> Dataset:
     """MNIST or Fashion-MNIST as a `Dataset`.
 
-    Looks, in order, at the spec's system directories (Debian's
-    `/usr/share/datasets/fashion-mnist` for Fashion-MNIST), then `data_dir`, then the cache,
-    downloading into the cache whatever it lacks. A directory is used only if it holds all
-    four files (each as `X.gz` or un-gzipped `X`); otherwise the next place is tried.
-    Files from a directory are validated by their IDX headers and counts (60,000 train and
-    10,000 test images of 28×28), not by checksum: Debian recompresses its copies. Files in
-    the cache are verified by their published checksums before anything parses them.
+    A given `data_dir` is the only place read: it must hold all four files (each as `X.gz`
+    or un-gzipped `X`), or the call fails naming the missing ones; nothing is downloaded.
+    Without it: the spec's system directories (Debian's `/usr/share/datasets/fashion-mnist`
+    for Fashion-MNIST), each used only if it holds all four files, then the cache,
+    downloading into it whatever it lacks. Files from a directory are validated by their
+    IDX headers and counts (60,000 train and 10,000 test images of 28×28), not by checksum:
+    Debian recompresses its copies. Files in the cache are verified by their published
+    checksums before anything parses them.
 
     Args:
       name: "mnist" or "fashion-mnist".
@@ -457,6 +551,7 @@ def load_idx_dataset(
 
     Raises:
       ValueError: unknown `name`.
+      DataDirError: `data_dir` is not a directory, or lacks some of the four files.
       IdxFormatError: a file is malformed, or a split has the wrong count or image size.
       ChecksumError: a download did not match its published checksum.
       DownloadError: no mirror delivered a file.
@@ -465,13 +560,25 @@ def load_idx_dataset(
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(IDX_DATASETS)}.")
     spec = spec or IDX_DATASETS[name]
     parts = (spec.train_images, spec.train_labels, spec.test_images, spec.test_labels)
-    directories = list(spec.local_dirs) + ([Path(data_dir)] if data_dir is not None else [])
     paths: list[Path] | None = None
-    for directory in directories:
+    if data_dir is not None:
+        directory = Path(data_dir)
+        if not directory.is_dir():
+            raise DataDirError(f"data_dir {directory} is not a directory.")
         found = [_local_file(directory, part.filename) for part in parts]
-        if all(found):
-            paths = found
-            break
+        missing = [part.filename for part, path in zip(parts, found) if path is None]
+        if missing:
+            names = ", ".join(f"{m} (or {m.removesuffix('.gz')})" for m in missing)
+            raise DataDirError(
+                f"data_dir {directory} lacks {names}; it must hold all four {name} files."
+            )
+        paths = found
+    else:
+        for directory in spec.local_dirs:
+            found = [_local_file(directory, part.filename) for part in parts]
+            if all(found):
+                paths = found
+                break
     if paths is None:
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(name)
         mirrors = tuple(urls) if urls is not None else spec.mirrors
@@ -515,11 +622,17 @@ def load_dataset(
     Args:
       name: "digits", "mnist" or "fashion-mnist".
       seed: seed of the digits split (the IDX datasets come split).
-      data_dir: a directory holding the IDX files; see `load_idx_dataset`.
+      data_dir: a directory holding the IDX files, then the only place read; see
+        `load_idx_dataset`. Not for "digits".
 
     Returns:
       The `Dataset`.
+
+    Raises:
+      ValueError: `data_dir` given for "digits"; see also `load_idx_dataset`.
     """
     if name == "digits":
+        if data_dir is not None:
+            raise ValueError("data_dir is for the IDX datasets (mnist, fashion-mnist), not digits.")
         return load_digits_dataset(seed)
     return load_idx_dataset(name, data_dir=data_dir)

@@ -1,10 +1,17 @@
-"""Figures of a demo run: learning curves and the learned first-layer kernels."""
+"""Figures of a demo run: learning curves and the learned first-layer kernels.
+
+Each PNG is rendered in memory and written with `storage.atomic_write`, so a killed run never
+leaves a truncated figure.
+"""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+
+from jaxconv.demo import storage
 
 
 def _pyplot():
@@ -14,6 +21,13 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    storage.atomic_write(path, buffer.getvalue())
 
 
 def plot_curves(metrics: dict, path: Path) -> None:
@@ -38,8 +52,7 @@ def plot_curves(metrics: dict, path: Path) -> None:
     name = metrics["config"]["dataset"]
     fig.suptitle(f"jaxconv demo on {name} ({metrics['config']['impl']} convolution)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_filters(kernels: np.ndarray, path: Path) -> None:
@@ -59,5 +72,4 @@ def plot_filters(kernels: np.ndarray, path: Path) -> None:
             ax.set_title(f"#{i}", fontsize=8)
     fig.colorbar(image, ax=axes.tolist(), shrink=0.8, label="weight")
     fig.suptitle(f"Learned first-layer kernels ({count} × {kernels.shape[1]}×{kernels.shape[2]})")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)

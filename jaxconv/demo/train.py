@@ -1,14 +1,25 @@
 """Training loop of the demo: a jit-compiled, data-parallel optax step, evaluation,
 checkpoints, live manual-vs-automatic gradient checks, metrics and figures.
+
+A run directory holds checkpoint.npz, metrics.json, curves.png and filters.png. The
+checkpoint is the run's whole state in one file, written atomically: parameters, optimizer
+state, step, epoch, shuffling key, and the run's record (its configuration, its data's
+digest, every epoch's metrics, every gradient check). metrics.json and the figures are
+derived from that record, written after it, and rewritten from it on `--resume`; so a kill at
+any moment loses at most the epoch in progress, never part of the record.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
-import os
-import tempfile
+import math
+import numbers
 import time
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,13 +32,22 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jaxconv
-from jaxconv.demo import model
-from jaxconv.demo.data import Dataset
+from jaxconv.demo import model, plots, storage
+from jaxconv.demo.data import IDX_DATASETS, Dataset
+
+CHECKPOINT = "checkpoint.npz"
+METRICS = "metrics.json"
+FIGURES = ("curves.png", "filters.png")
+RUN_FILES = (CHECKPOINT, METRICS, *FIGURES)
+DATASETS = ("digits", *IDX_DATASETS)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a run; saved in metrics.json."""
+    """Everything that determines a run; saved in the checkpoint and metrics.json.
+
+    `max_steps` caps the steps per epoch (smoke tests); None trains on every full batch.
+    """
 
     dataset: str = "digits"
     epochs: int = 30
@@ -37,6 +57,53 @@ class TrainConfig:
     impl: str = "jaxconv"
     check_grads: int = 0
     eval_batch_size: int = 500
+    max_steps: int | None = None
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Checks the type and range of every field, before anything is computed.
+
+    Raises:
+      TypeError: `config` is not a TrainConfig, or a field has the wrong type (an integer
+        field given a float or a bool, `lr` given a string).
+      ValueError: a value out of range: epochs, batch_size, eval_batch_size, max_steps < 1;
+        check_grads < 0; seed outside 0..2**32 - 1; lr not finite and > 0; an unknown
+        dataset or impl. The message names the field as its flag.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}.")
+    for name, minimum in (
+        ("epochs", 1),
+        ("batch_size", 1),
+        ("eval_batch_size", 1),
+        ("check_grads", 0),
+        ("seed", 0),
+        ("max_steps", 1),
+    ):
+        value = getattr(config, name)
+        if value is None and name == "max_steps":
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(
+                f"{_flag(name)} must be an integer, got {value!r} ({type(value).__name__})."
+            )
+        if value < minimum:
+            raise ValueError(f"{_flag(name)} must be >= {minimum}, got {value}.")
+    if config.seed > 2**32 - 1:  # the digits split's random_state is a uint32
+        raise ValueError(f"--seed must be at most 2**32 - 1, got {config.seed}.")
+    if isinstance(config.lr, bool) or not isinstance(config.lr, numbers.Real):
+        raise TypeError(f"--lr must be a number, got {config.lr!r} ({type(config.lr).__name__}).")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise ValueError(f"--lr must be a finite number > 0, got {config.lr}.")
+    for name, known in (("dataset", DATASETS), ("impl", tuple(model.CONV_IMPLS))):
+        if getattr(config, name) not in known:
+            raise ValueError(
+                f"{_flag(name)} must be one of {', '.join(known)}; got {getattr(config, name)!r}."
+            )
 
 
 class TrainState(NamedTuple):
@@ -153,39 +220,236 @@ def epoch_order(key: jax.Array, epoch: int, n: int) -> np.ndarray:
 
 # --- Checkpoints. ----------------------------------------------------------------------------
 
+CHECKPOINT_FORMAT = 2
+_ZIP_MAGIC = b"PK\x03\x04"  # an .npz file is a zip archive
 
-def save_checkpoint(path: Path, state: TrainState) -> None:
-    """Writes params, optimizer state, step and epoch atomically (temp file + rename)."""
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or not one that this model and run can continue."""
+
+
+def _json_bytes(payload: dict) -> bytes:
+    return json.dumps(payload, indent=2).encode()
+
+
+def save_checkpoint(path: Path, state: TrainState, metrics: dict) -> None:
+    """Writes the run's whole state, `state` and its record `metrics`, as one atomic file.
+
+    Args:
+      path: the checkpoint; its directory must exist.
+      state: parameters, optimizer state, step, epoch and key.
+      metrics: the run's record (config, data, epochs, grad_checks), as in metrics.json.
+    """
     leaves = jax.tree_util.tree_leaves((state.params, state.opt_state))
     arrays = {f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            key = np.asarray(jax.random.key_data(state.key))
-            np.savez(f, step=state.step, epoch=state.epoch, key=key, **arrays)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    record = _json_bytes({"format": CHECKPOINT_FORMAT, "metrics": metrics})
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        step=np.int64(state.step),
+        epoch=np.int64(state.epoch),
+        key=np.asarray(jax.random.key_data(state.key)),
+        record=np.frombuffer(record, np.uint8),
+        **arrays,
+    )
+    storage.atomic_write(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path, like: TrainState) -> TrainState:
+class _Checkpoint:
+    """An open checkpoint whose every read reports a damaged file as a CheckpointError."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        if not path.is_file():
+            what = "is a directory" if path.is_dir() else "does not exist"
+            raise CheckpointError(f"{path} {what}: there is no checkpoint to resume here.")
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if not magic:
+            raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint.")
+        if magic != _ZIP_MAGIC:
+            raise CheckpointError(
+                f"{path}: not a checkpoint (starts with {magic!r}; an .npz file starts with "
+                f"{_ZIP_MAGIC!r})."
+            )
+        try:
+            self.data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise self._corrupt(error) from error
+
+    def _corrupt(self, error: BaseException) -> CheckpointError:
+        return CheckpointError(
+            f"{self.path}: truncated or corrupt checkpoint ({type(error).__name__}: {error})."
+        )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.data.close()
+
+    def get(self, name: str) -> np.ndarray:
+        """The entry `name`, read in full (its CRC checked)."""
+        if name not in self.data.files:
+            raise CheckpointError(f"{self.path}: checkpoint lacks the entry {name!r}.")
+        try:
+            return self.data[name]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            raise self._corrupt(error) from error
+
+    def counter(self, name: str) -> int:
+        """A non-negative integer scalar entry (step, epoch)."""
+        value = self.get(name)
+        if value.shape != () or value.dtype.kind not in "iu" or value < 0:
+            raise CheckpointError(
+                f"{self.path}: entry {name!r} must be a non-negative integer scalar, got "
+                f"shape {value.shape} of {value.dtype}."
+            )
+        return int(value)
+
+    def metrics(self) -> dict:
+        """The run's record, checked against the epoch the checkpoint holds."""
+        raw = self.get("record")
+        try:
+            record = json.loads(raw.astype(np.uint8).tobytes())
+            metrics = record["metrics"]
+            config, epochs = metrics["config"], metrics["epochs"]
+            listed = [r["epoch"] for r in epochs]
+            if record["format"] != CHECKPOINT_FORMAT or not isinstance(config, dict):
+                raise ValueError(f"format {record['format']!r}, expected {CHECKPOINT_FORMAT}")
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(
+                f"{self.path}: unreadable run record ({type(error).__name__}: {error})."
+            ) from error
+        epoch = self.counter("epoch")
+        if listed != list(range(1, epoch + 1)):
+            raise CheckpointError(
+                f"{self.path}: the record lists epochs {listed}, but the state is after "
+                f"epoch {epoch}."
+            )
+        return metrics
+
+
+def _leaf_name(path) -> str:
+    return ("params", "opt_state")[path[0].idx] + jax.tree_util.keystr(path[1:])
+
+
+def _describe(array) -> str:
+    return f"{tuple(np.shape(array))} {np.asarray(array).dtype}"
+
+
+def load_checkpoint(path: Path, like: TrainState) -> tuple[TrainState, dict]:
     """Reads a checkpoint into the structure of `like` (a freshly initialised state).
 
+    Every array is checked against `like`: the same number of arrays, each with the same
+    shape and dtype; the key's data too; step and epoch must be non-negative integers, and
+    the record must list epochs 1..epoch.
+
+    Returns:
+      The state, and the run's record (the metrics dictionary).
+
     Raises:
-      ValueError: the checkpoint does not match the structure or shapes of `like`.
+      CheckpointError (a ValueError): the file is missing, empty, truncated or corrupt, or
+        does not match `like`; the message names the file and what is wrong.
     """
+    path = Path(path)
+    expected = jax.tree_util.tree_leaves_with_path((like.params, like.opt_state))
     treedef = jax.tree_util.tree_structure((like.params, like.opt_state))
-    like_leaves = jax.tree_util.tree_leaves((like.params, like.opt_state))
-    with np.load(path) as data:
-        leaves = [data[f"leaf_{i}"] for i in range(treedef.num_leaves) if f"leaf_{i}" in data]
-        if len(leaves) != len(like_leaves) or any(
-            a.shape != np.shape(b) for a, b in zip(leaves, like_leaves)
-        ):
-            raise ValueError(f"{path}: checkpoint does not match this model and optimizer.")
-        params, opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in leaves])
-        key = jax.random.wrap_key_data(jnp.asarray(data["key"]))
-        return TrainState(params, opt_state, int(data["step"]), int(data["epoch"]), key)
+    with _Checkpoint(path) as ckpt:
+        metrics = ckpt.metrics()
+        found = {name for name in ckpt.data.files if name.startswith("leaf_")}
+        if found != {f"leaf_{i}" for i in range(len(expected))}:
+            raise CheckpointError(
+                f"{path}: does not match this model and optimizer: {len(found)} arrays, "
+                f"expected {len(expected)}."
+            )
+        leaves = []
+        for i, (leaf_path, like_leaf) in enumerate(expected):
+            array = ckpt.get(f"leaf_{i}")
+            if array.shape != np.shape(like_leaf) or array.dtype != like_leaf.dtype:
+                raise CheckpointError(
+                    f"{path}: does not match this model and optimizer: "
+                    f"{_leaf_name(leaf_path)} is {_describe(array)}, expected "
+                    f"{_describe(like_leaf)}."
+                )
+            leaves.append(jnp.asarray(array))
+        key_data = ckpt.get("key")
+        like_key = jax.random.key_data(like.key)
+        if key_data.shape != like_key.shape or key_data.dtype != like_key.dtype:
+            raise CheckpointError(
+                f"{path}: key is {_describe(key_data)}, expected {_describe(like_key)}."
+            )
+        step, epoch = ckpt.counter("step"), ckpt.counter("epoch")
+    params, opt_state = jax.tree_util.tree_unflatten(treedef, leaves)
+    key = jax.random.wrap_key_data(jnp.asarray(key_data))
+    return TrainState(params, opt_state, step, epoch, key), metrics
+
+
+def describe_data(data: Dataset) -> dict:
+    """The dataset's name, sizes and a SHA-256 of its arrays: what a resumed run must see."""
+    digest = hashlib.sha256()
+    for array in (data.train_images, data.train_labels, data.test_images, data.test_labels):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.data)
+    return {
+        "name": data.name,
+        "train": len(data.train_labels),
+        "test": len(data.test_labels),
+        "image_shape": [int(n) for n in data.train_images.shape[1:]],
+        "num_classes": int(data.num_classes),
+        "sha256": digest.hexdigest(),
+    }
+
+
+def check_run_dir(out_dir: Path, config: TrainConfig, *, resume: bool) -> dict | None:
+    """Checks, before any data is loaded or file written, that `out_dir` can take this run.
+
+    Fresh runs need a directory (or nothing yet) without a checkpoint. `resume` needs its
+    checkpoint, readable, made with the same settings as `config` (only `epochs` may differ,
+    and not be fewer than the epochs it has finished).
+
+    Returns:
+      The checkpoint's record with `resume`, else None.
+
+    Raises:
+      CheckpointError (a ValueError): the checkpoint is missing, unreadable, or its settings
+        differ (the message names each differing setting).
+      ValueError: `out_dir` is not a directory, or a fresh run would overwrite a run.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is not a directory.")
+    path = out_dir / CHECKPOINT
+    if not resume:
+        if path.exists():
+            raise ValueError(
+                f"{out_dir} already holds a run ({CHECKPOINT}); pass --resume to continue it, "
+                "or choose another --out."
+            )
+        return None
+    if not out_dir.is_dir():
+        raise CheckpointError(f"--resume: {out_dir} does not exist; there is nothing to resume.")
+    with _Checkpoint(path) as ckpt:
+        metrics = ckpt.metrics()
+        epoch = ckpt.counter("epoch")
+    saved, current = metrics["config"], dataclasses.asdict(config)
+    differ = [
+        f"{_flag(name)} {saved.get(name, '(unset)')!r} there, {value!r} here"
+        for name, value in current.items()
+        if name != "epochs" and saved.get(name, "(unset)") != value
+    ]
+    if differ:
+        raise CheckpointError(
+            f"--resume: {path} was made with other settings: {'; '.join(differ)} "
+            "(only --epochs may change)."
+        )
+    if config.epochs < epoch:
+        raise CheckpointError(
+            f"--resume: --epochs {config.epochs} is fewer than the {epoch} epochs {path} has "
+            "finished."
+        )
+    return metrics
 
 
 # --- The loop. -------------------------------------------------------------------------------
@@ -205,72 +469,120 @@ def train(
     out_dir: Path,
     *,
     resume: bool = False,
-    max_steps_per_epoch: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    figures: bool = False,
 ) -> tuple[TrainState, dict]:
-    """Trains the demo CNN and writes metrics.json, checkpoint.npz (and figures via `plots`).
+    """Trains the demo CNN into the run directory `out_dir`.
+
+    Every argument is checked before anything is computed or written. `out_dir` is created
+    (if missing) only then, and locked for the whole run; temporary files that killed runs
+    left there are deleted. After each epoch the checkpoint (the whole state and record) is
+    written atomically, then metrics.json from it.
 
     Args:
       config: the run's configuration.
-      data: the dataset.
-      out_dir: output directory.
-      resume: continue from out_dir/checkpoint.npz if it exists.
-      max_steps_per_epoch: cap on steps per epoch (smoke tests).
+      data: the dataset; its name must be `config.dataset`.
+      out_dir: the run directory.
+      resume: continue from out_dir/checkpoint.npz, which must exist and have been made with
+        the same settings (only `epochs` may grow). metrics.json is first rewritten from the
+        checkpoint, which repairs a run killed between the two writes.
       progress: show a tqdm bar per epoch.
       log: where the per-epoch summary lines go.
+      figures: also write curves.png and filters.png (atomically, under the lock).
 
     Returns:
       The final state and the metrics dictionary also written to metrics.json.
+
+    Raises:
+      TypeError, ValueError: a bad setting (see `validate_config`), a batch size the
+        devices do not divide or larger than the training set, data of another dataset.
+      CheckpointError (a ValueError): see `check_run_dir` and `load_checkpoint`; also the
+        data differ from the checkpoint's.
+      storage.RunDirBusyError: another run holds `out_dir`.
     """
+    validate_config(config)
+    if data.name != config.dataset:
+        raise ValueError(f"--dataset {config.dataset!r}, but the data given are {data.name!r}.")
+    out_dir = Path(out_dir)
     mesh = make_mesh()
     devices = mesh.devices.size
     for name in ("batch_size", "eval_batch_size"):
         if getattr(config, name) % devices:
             raise ValueError(
-                f"--{name.replace('_', '-')} ({getattr(config, name)}) must be divisible by the "
+                f"{_flag(name)} ({getattr(config, name)}) must be divisible by the "
                 f"number of devices ({devices})."
             )
+    n_train = len(data.train_labels)
+    if config.batch_size > n_train:
+        raise ValueError(f"--batch-size {config.batch_size} exceeds the {n_train} images.")
+    check_run_dir(out_dir, config, resume=resume)  # fails before creating the directory
+    with storage.locked_dir(out_dir, create=not resume):
+        storage.remove_leftovers(out_dir, RUN_FILES)
+        # Again under the lock: another run may have changed the directory meanwhile.
+        check_run_dir(out_dir, config, resume=resume)
+        return _train_locked(config, data, out_dir, mesh, resume, progress, log, figures)
+
+
+def _train_locked(config, data, out_dir, mesh, resume, progress, log, figures):
+    devices = mesh.devices.size
     conv = model.CONV_IMPLS[config.impl]
     optimizer = make_optimizer(config.lr)
     state = init_state(config, data.train_images.shape[-1], data.num_classes)
-
-    checkpoint = out_dir / "checkpoint.npz"
-    metrics_path = out_dir / "metrics.json"
-    metrics = {"config": dataclasses.asdict(config), "devices": devices, "epochs": []}
-    metrics["grad_checks"] = []
-    if resume and checkpoint.exists():
-        state = load_checkpoint(checkpoint, state)
-        if metrics_path.exists():
-            metrics = json.loads(metrics_path.read_text())
+    checkpoint, metrics_path = out_dir / CHECKPOINT, out_dir / METRICS
+    data_record = describe_data(data)
+    if resume:
+        state, metrics = load_checkpoint(checkpoint, state)
+        saved_data = metrics.get("data") or {}
+        differ = [
+            f"{key} {saved_data.get(key)!r} there, {value!r} here"
+            for key, value in data_record.items()
+            if saved_data.get(key) != value
+        ]
+        if differ:
+            raise CheckpointError(
+                f"--resume: {checkpoint} was trained on other data ({'; '.join(differ)}); "
+                "give the same --dataset and --data-dir."
+            )
+        payload = _json_bytes(metrics)
+        if not metrics_path.is_file() or metrics_path.read_bytes() != payload:
+            storage.atomic_write(metrics_path, payload)
+            log(f"rewrote {metrics_path} from the checkpoint")
         log(f"resumed from {checkpoint} after epoch {state.epoch} (step {state.step})")
+    else:
+        metrics = {
+            "config": dataclasses.asdict(config),
+            "data": data_record,
+            "devices": devices,
+            "epochs": [],
+            "grad_checks": [],
+        }
 
     n_train = len(data.train_labels)
     steps_per_epoch = n_train // config.batch_size  # the ragged last batch is dropped
-    if max_steps_per_epoch is not None:
-        steps_per_epoch = min(steps_per_epoch, max_steps_per_epoch)
-    if steps_per_epoch == 0:
-        raise ValueError(f"--batch-size {config.batch_size} exceeds the {n_train} images.")
-
-    # Compile ahead of time, so compilation is timed apart from training.
-    t0 = time.perf_counter()
-    sample = shard_batch(
-        mesh, data.train_images[: config.batch_size], data.train_labels[: config.batch_size]
-    )
-    train_step = make_train_step(conv, optimizer, mesh)
-    train_step = train_step.lower(state.params, state.opt_state, *sample).compile()
-    eval_step = make_eval_step(conv, mesh)
-    eval_args = _eval_batches(data, config.eval_batch_size)[0]
-    eval_step = eval_step.lower(state.params, *shard_batch(mesh, *eval_args)).compile()
-    grad_check = None
-    if config.check_grads:
-        grad_check = make_grad_check(mesh).lower(state.params, *sample).compile()
-    compile_seconds = time.perf_counter() - t0
-    metrics["compile_seconds"] = compile_seconds
-    log(f"devices: {devices} × {jax.devices()[0].platform}; compile {compile_seconds:.2f}s")
+    if config.max_steps is not None:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps)
+    epochs = range(state.epoch + 1, config.epochs + 1)
+    if epochs:
+        # Compile ahead of time, so compilation is timed apart from training.
+        t0 = time.perf_counter()
+        sample = shard_batch(
+            mesh, data.train_images[: config.batch_size], data.train_labels[: config.batch_size]
+        )
+        train_step = make_train_step(conv, optimizer, mesh)
+        train_step = train_step.lower(state.params, state.opt_state, *sample).compile()
+        eval_step = make_eval_step(conv, mesh)
+        eval_args = _eval_batches(data, config.eval_batch_size)[0]
+        eval_step = eval_step.lower(state.params, *shard_batch(mesh, *eval_args)).compile()
+        grad_check = None
+        if config.check_grads:
+            grad_check = make_grad_check(mesh).lower(state.params, *sample).compile()
+        compile_seconds = time.perf_counter() - t0
+        metrics["compile_seconds"] = compile_seconds
+        log(f"devices: {devices} × {jax.devices()[0].platform}; compile {compile_seconds:.2f}s")
 
     params, opt_state, step = state.params, state.opt_state, state.step
-    for epoch in range(state.epoch + 1, config.epochs + 1):
+    for epoch in epochs:
         order = epoch_order(state.key, epoch, n_train)
         losses = []
         start = time.perf_counter()
@@ -301,20 +613,28 @@ def train(
             "test_accuracy": accuracy,
             "epoch_seconds": seconds,
             "images_per_second": steps_per_epoch * config.batch_size / seconds,
+            "devices": devices,
         }
         if metrics["grad_checks"]:
             record["max_grad_rel_diff"] = max(
                 max(c["max_rel_diff"].values()) for c in metrics["grad_checks"]
             )
         metrics["epochs"].append(record)
+        metrics["config"] = dataclasses.asdict(config)  # --epochs may have grown on resume
+        metrics["devices"] = devices
         log(
             f"epoch {epoch:3d}  train loss {train_loss:.4f}  test loss {test_loss:.4f}  "
             f"test acc {accuracy:.2%}  {record['images_per_second']:,.0f} img/s  "
             f"({seconds:.2f}s)"
         )
         state = TrainState(params, opt_state, step, epoch, state.key)
-        save_checkpoint(checkpoint, state)
-        _write_json(metrics_path, metrics)
+        # The checkpoint first: it is the record; metrics.json is a copy that a resume
+        # rewrites from it, so a kill between the two loses nothing.
+        save_checkpoint(checkpoint, state, metrics)
+        storage.atomic_write(metrics_path, _json_bytes(metrics))
+    if figures:
+        plots.plot_curves(metrics, out_dir / FIGURES[0])
+        plots.plot_filters(state.params["conv1"]["w"], out_dir / FIGURES[1])
     return state, metrics
 
 
@@ -344,14 +664,3 @@ def evaluate(eval_step, params, data: Dataset, batch_size: int, mesh: Mesh) -> t
         total_loss += float(loss)
     n = len(data.test_labels)
     return correct / n, total_loss / n
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    """Atomic JSON write."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
