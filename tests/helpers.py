@@ -47,8 +47,10 @@ def rel_err(actual, expected) -> float:
     """max|actual − expected| / max|expected| (a norm-relative error)."""
     actual = np.asarray(actual, np.float64)
     expected = np.asarray(expected, np.float64)
-    scale = max(np.max(np.abs(expected)), np.finfo(np.float64).tiny)
-    return float(np.max(np.abs(actual - expected)) / scale)
+    if actual.shape != expected.shape:
+        raise AssertionError(f"shapes differ: {actual.shape} and {expected.shape}")
+    scale = max(np.max(np.abs(expected), initial=0.0), np.finfo(np.float64).tiny)
+    return float(np.max(np.abs(actual - expected), initial=0.0) / scale)
 
 
 def value_and_grads(conv, x, w, b, cotangent, cfg):

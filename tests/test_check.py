@@ -95,8 +95,9 @@ def test_jaxconv_passes_with_tiny_errors():
     assert result.references == ("naive", "lax", "fd")
     # Every plan jaxconv.supported lists: the plain rules, the GEMM and shallow families; no
     # Winograd (a 3×2 kernel), no depthwise (C/G = 3), chunks of one image of the two.
-    assert result.plans == jaxconv.supported(conv_geometry("t", CONFIG.x_shape, CONFIG.w_shape,
-                                                           **CONFIG.kwargs))  # fmt: skip
+    assert result.plans == jaxconv.supported(
+        conv_geometry("t", CONFIG.x_shape, CONFIG.w_shape, **CONFIG.kwargs)
+    )
     assert len(result.plans) >= 5 and len(result.errors) == 9 * len(result.plans)
     assert {e.plan for e in result.errors} == {str(p) for p in result.plans}
     assert max(e.max_rel for e in result.errors if e.reference != "fd") < 1e-12
@@ -104,8 +105,9 @@ def test_jaxconv_passes_with_tiny_errors():
     # The relative error is max|manual − ref| / max|ref|.
     manual, auto = result.manual["dW"], result.automatic["lax"]["dW"]
     expected = np.max(np.abs(manual - auto)) / np.max(np.abs(auto))
-    default = str(jaxconv.choose(conv_geometry("t", CONFIG.x_shape, CONFIG.w_shape,
-                                               **CONFIG.kwargs)))  # fmt: skip
+    default = str(
+        jaxconv.choose(conv_geometry("t", CONFIG.x_shape, CONFIG.w_shape, **CONFIG.kwargs))
+    )
     got = result.error("lax", "dW", plan=default).max_rel
     assert got == pytest.approx(expected, rel=1e-12, abs=1e-300)
     assert result.error("lax", "dW").max_rel >= got  # the largest over the plans

@@ -181,8 +181,9 @@ def _assert_every_supported_plan_matches_xla(x, w, b, cfg):
     xla, ours = everything(x, w, b, cot)
     expected = (*xla, xla[1], xla[2])
     for plan, values in zip(plans, ours):
-        for name, got, want in zip(("z", "dx", "dw", "db", "grad_input", "grad_kernel"), values,
-                                   expected):  # fmt: skip
+        for name, got, want in zip(
+            ("z", "dx", "dw", "db", "grad_input", "grad_kernel"), values, expected
+        ):
             assert got.shape == want.shape, (str(plan), name)
             tol = FWD_TOL if name == "z" else GRAD_TOL
             assert rel_err(got, want) <= tol, (str(plan), name)
@@ -259,6 +260,36 @@ def test_nchw_forward_alone_transposes_by_chunk_unless_a_backward_follows():
     expected = jax.grad(lambda x: jnp.sum(jnp.sin(lax_conv2d(x, w, b, **cfg))))(x)
     assert rel_err(grad(x), expected) <= GRAD_TOL
     assert rel_err(conv(x, w, b, plan=plan), lax_conv2d(x, w, b, **cfg)) <= FWD_TOL
+
+
+# --- Zero-size convolutions: XLA's shapes and values, gradients included. ------------------
+# (x NCHW, w OIHW, config): every sum empty, so Z is the bias and ∂L/∂X, ∂L/∂W are zeros.
+ZERO_SIZE_CASES = {
+    "no-images-winograd": ((0, 16, 8, 8), (8, 16, 3, 3), {}),
+    "no-images-depthwise": ((0, 4, 8, 8), (8, 1, 3, 3), dict(groups=4, stride=2)),
+    "no-input-channels": ((2, 0, 7, 8), (12, 0, 3, 3), dict(groups=3)),  # PyTorch's test
+    "no-output-channels": ((2, 4, 7, 8), (0, 4, 3, 3), {}),
+    "no-rows": ((2, 4, 0, 8), (8, 4, 3, 3), dict(padding="SAME")),
+    "input-smaller-than-kernel": ((2, 4, 2, 8), (8, 4, 3, 3), dict(stride=(2, 1))),
+    "cropped-to-nothing": ((2, 5, 5, 8), (8, 5, 3, 3), dict(padding=((-3, 0), (1, 1)))),
+}
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", ZERO_SIZE_CASES)
+def test_zero_size_convolutions_match_xla(case, layout):
+    x_shape, w_shape, cfg = ZERO_SIZE_CASES[case]
+    if layout == "NHWC":
+        x_shape = (x_shape[0], *x_shape[2:], x_shape[1])
+        w_shape = (*w_shape[2:], w_shape[1], w_shape[0])
+    x, w, b = random_operands(8, x_shape, w_shape, w_shape[0 if layout == "NCHW" else 3])
+    cfg = dict(cfg, layout=layout)
+    assert geometry_of(x, w, cfg).is_empty
+    _assert_every_supported_plan_matches_xla(x, w, b, cfg)
+    z = jaxconv.conv2d(x, w, b, **cfg)
+    if z.size:  # no input channels: the bias alone, everywhere
+        along = b[:, None, None] if layout == "NCHW" else b
+        np.testing.assert_array_equal(z, jnp.broadcast_to(along, z.shape))
 
 
 def test_jit_does_not_retrace_for_same_shapes():

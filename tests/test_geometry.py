@@ -46,17 +46,24 @@ W = zeros((6, 4, 3, 3))
         (dict(dilation="2"), TypeError, "`dilation` must be an int or a pair of ints, got '2'"),
         (dict(stride=True), TypeError, "`stride` must be an int or a pair of ints, got True"),
         # padding
-        (dict(padding="FULL"), ValueError, "unknown `padding` string 'FULL'"),
+        (
+            dict(padding="FULL"),
+            ValueError,
+            "`padding` must be one of ('VALID', 'SAME', 'SAME_LOWER') (any case), got 'FULL'",
+        ),
         (dict(padding=(1, 2, 3)), TypeError, "malformed `padding` (1, 2, 3)"),
         (dict(padding=((1, 2), 3)), TypeError, "malformed `padding` ((1, 2), 3)"),
         (dict(padding=((1, 2, 0), (0, 0))), TypeError, "malformed `padding`"),
         (dict(padding=1.0), TypeError, "malformed `padding` 1.0"),
-        # padding that leaves no output
-        (dict(padding=-3), ValueError, "padded input height 2 (= 8 + -3 + -3) is smaller"),
-        (dict(dilation=(4, 1)), ValueError, "smaller than the dilated kernel height 9"),
-        (dict(w=zeros((6, 4, 3, 9))), ValueError, "padded input width 8 (= 8 + 0 + 0)"),
+        # padding that crops more than the input (an input smaller than the kernel is an
+        # empty output, as in XLA: tests/test_convolution.py)
+        (dict(padding=-5), ValueError, "crops more than the input: the padded input height"),
+        (dict(padding=((0, 0), (-4, -5))), ValueError, "width would be -1 (= 8 + -4 + -5)"),
         # layout
-        (dict(layout="NCWH"), ValueError, "`layout` must be one of ('NCHW', 'NHWC'), got 'NCWH'"),
+        (dict(layout="NCWH"), ValueError, "`layout` must be one of ('NCHW', 'NHWC') (any case)"),
+        (dict(layout=None), TypeError, "`layout` must be a string, one of ('NCHW', 'NHWC')"),
+        (dict(padding_mode="mirror"), ValueError, "`padding_mode` must be one of"),
+        (dict(padding_mode=0), TypeError, "`padding_mode` must be a string"),
         # dtypes
         (dict(x=zeros((2, 4, 8, 8), jnp.int32)), TypeError, "`x` must have a real floating"),
         (dict(w=zeros((6, 4, 3, 3), bool)), TypeError, "`w` must have a real floating dtype"),
@@ -66,8 +73,14 @@ W = zeros((6, 4, 3, 3))
         (dict(b=zeros((5,))), ValueError, "`b` must have shape (O,) = (6,), got (5,)"),
         (dict(b=zeros((1, 6))), ValueError, "got (1, 6)"),
         (dict(b=zeros((6,), jnp.int32)), TypeError, "`b` must have a real floating dtype"),
-        # zero-size spatial dims
-        (dict(w=zeros((6, 4, 0, 3))), ValueError, "spatial sizes must be >= 1"),
+        # a kernel without taps (XLA refuses it too)
+        (dict(w=zeros((6, 4, 0, 3))), ValueError, "the kernel's spatial sizes must be >= 1"),
+        # not arrays
+        (dict(x="abc"), TypeError, "`x` must be an array, got str 'abc'"),
+        (dict(x=None), TypeError, "`x` must be an array, got NoneType"),
+        (dict(w={"w": 1}), TypeError, "`w` must be an array, got dict"),
+        (dict(b="bias"), TypeError, "`b` must be an array, got str"),
+        (dict(x=[[1.0, 2.0], [3.0]]), TypeError, "`x` is not an array"),
     ],
 )
 @pytest.mark.parametrize("fn", [jaxconv.conv2d, jaxconv.conv2d_reference])
@@ -82,7 +95,7 @@ def test_messages_start_with_the_function_name():
     with pytest.raises(ValueError, match=r"^conv2d_reference: "):
         jaxconv.conv2d_reference(X, W, stride=0)
     with pytest.raises(ValueError, match=r"^conv2d: "):
-        jaxconv.conv2d(X, W, layout="nchw")
+        jaxconv.conv2d(X, W, layout="NCWH")
 
 
 def test_nhwc_messages_show_hwio_form():
@@ -93,9 +106,11 @@ def test_nhwc_messages_show_hwio_form():
 
 def test_grad_functions_validate_g_shape_and_dtype():
     g = zeros((2, 6, 6, 6))
-    with pytest.raises(ValueError, match=re.escape("`g` must have the forward output's shape")):
+    with pytest.raises(ValueError, match=re.escape("`g` must have the shape (2, 6, 6, 6) of the")):
         jaxconv.conv2d_grad_input(zeros((2, 6, 5, 6)), W, X.shape)
-    with pytest.raises(ValueError, match=re.escape("shape (2, 6, 6, 6), got (2, 6, 6, 5)")):
+    with pytest.raises(
+        ValueError, match=re.escape("(2, 4, 8, 8) and `w_shape` (6, 4, 3, 3), got (2")
+    ):
         jaxconv.conv2d_grad_kernel(X, zeros((2, 6, 6, 5)), W.shape)
     with pytest.raises(TypeError, match="`g` and `w` must have the same dtype"):
         jaxconv.conv2d_grad_input(zeros((2, 6, 6, 6), jnp.float16), W, X.shape)
@@ -165,3 +180,81 @@ def test_geometry_is_hashable_and_static():
     a = conv_geometry("op", (1, 5, 5, 2), (3, 3, 2, 4), **kwargs)
     b = conv_geometry("op", (1, 5, 5, 2), (3, 3, 2, 4), **kwargs)
     assert a == b and hash(a) == hash(b)
+
+
+# --- Shapes that disagree, and the one rule for string arguments (issue: reliability). ------
+
+
+def test_grad_kernel_compares_the_batch_of_g_with_that_of_x():
+    # Depthwise: a g of one image against an x of two once gave a (8, 1, 3, 3) answer.
+    with pytest.raises(ValueError, match=re.escape("`g` must have the shape (2, 8, 6, 6) of")):
+        jaxconv.conv2d_grad_kernel(
+            jnp.ones((2, 8, 8, 8)), jnp.ones((1, 8, 6, 6)), (8, 1, 3, 3), groups=8
+        )
+    with pytest.raises(ValueError, match=re.escape("got (3, 6, 6, 6)")):
+        jaxconv.conv2d_grad_kernel(X, zeros((3, 6, 6, 6)), W.shape)
+
+
+@pytest.mark.parametrize(
+    "x_shape, error, message",
+    [
+        (
+            (5, 4, 8, 8),
+            ValueError,
+            "`g` must have the shape (5, 6, 6, 6) of the output of the "
+            "conv of `x_shape` (5, 4, 8, 8)",
+        ),
+        ((-1, 4, 8, 8), ValueError, "`x_shape` must have sizes >= 0, got (-1, 4, 8, 8)"),
+        (8, TypeError, "`x_shape` must be a tuple of ints, got 8"),
+        (None, TypeError, "`x_shape` must be a tuple of ints, got None"),
+        ((2, 4, 8.0, 8), TypeError, "`x_shape` must be a tuple of ints, got (2, 4, 8.0, 8)"),
+        ((2, 4, True, 8), TypeError, "`x_shape` must be a tuple of ints, got (2, 4, True, 8)"),
+        ("2488", TypeError, "`x_shape` must be a tuple of ints, got '2488'"),
+    ],
+)
+def test_grad_input_checks_every_entry_of_x_shape(x_shape, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        jaxconv.conv2d_grad_input(jnp.ones((2, 6, 6, 6)), jnp.ones((6, 4, 3, 3)), x_shape)
+
+
+def test_grad_kernel_checks_w_shape():
+    with pytest.raises(TypeError, match=re.escape("`w_shape` must be a tuple of ints, got 3")):
+        jaxconv.conv2d_grad_kernel(X, zeros((2, 6, 6, 6)), 3)
+    with pytest.raises(ValueError, match=re.escape("`w_shape` must have sizes >= 0")):
+        jaxconv.conv2d_grad_kernel(X, zeros((2, 6, 6, 6)), (6, 4, -3, 3))
+
+
+@pytest.mark.parametrize(
+    "fn, args",
+    [
+        (jaxconv.conv2d_grad_input, ("g", zeros((2, 6, 6, 6)), "w", W)),
+        (jaxconv.conv2d_grad_kernel, ("x", X, "g", zeros((2, 6, 6, 6)))),
+    ],
+)
+@pytest.mark.parametrize("bad", ["abc", None, {"a": 1}, [[1.0], [2.0, 3.0]]])
+def test_non_arrays_are_named_by_every_function(fn, args, bad):
+    first, a, second, b = args
+    extra = X.shape if fn is jaxconv.conv2d_grad_input else W.shape
+    for name, call in ((first, lambda: fn(bad, b, extra)), (second, lambda: fn(a, bad, extra))):
+        with pytest.raises(TypeError, match=rf"^{fn.__name__}: `{name}` (must be|is not) an array"):
+            call()
+    with pytest.raises(TypeError, match=r"^conv_transpose2d: `x` (must be|is not) an array"):
+        jaxconv.conv_transpose2d(bad, W)
+    with pytest.raises(TypeError, match=r"^conv2d_grad_bias: `g` (must be|is not) an array"):
+        jaxconv.conv2d_grad_bias(bad)
+
+
+def test_every_string_argument_takes_any_case():
+    x, w = jnp.arange(2 * 8 * 8 * 4.0).reshape(2, 8, 8, 4), jnp.ones((3, 3, 4, 6))
+    canonical = jaxconv.conv2d(x, w, padding="SAME_LOWER", layout="NHWC", padding_mode="reflect")
+    for layout, padding, mode, plan in (
+        ("nhwc", "same_lower", "Reflect", "AUTO"),
+        ("Nhwc", "Same_Lower", "REFLECT", "Plain"),
+    ):
+        got = jaxconv.conv2d(x, w, padding=padding, layout=layout, padding_mode=mode, plan=plan)
+        np.testing.assert_allclose(got, canonical, rtol=1e-6)
+    g = jnp.ones((2, 6, 4, 4))
+    np.testing.assert_array_equal(jaxconv.conv2d_grad_bias(g, layout="nchw"), [32.0] * 6)
+    y = jaxconv.conv_transpose2d(zeros((1, 6, 3, 3)), W, padding_mode="ZEROS", layout="nchw")
+    assert y.shape == (1, 4, 5, 5)
+    assert jaxconv.conv2d_geometry((1, 4, 8, 8), (6, 4, 3, 3), layout="nchw").layout == "NCHW"

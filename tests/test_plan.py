@@ -242,8 +242,9 @@ def test_plans_key_the_jit_cache():
     gemm = Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel="gemm-taps")
     jaxconv.conv2d(x, w, plan=gemm)
     size = cache._cache_size()
-    jaxconv.conv2d(x, w, plan=Plan(forward="gemm-rows", grad_input="gemm-rows",
-                                   grad_kernel="gemm-taps"))  # fmt: skip
+    jaxconv.conv2d(
+        x, w, plan=Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel="gemm-taps")
+    )
     assert cache._cache_size() == size  # an equal plan: the same program
     jaxconv.conv2d(x, w, plan=dataclasses.replace(gemm, forward="winograd"))
     assert cache._cache_size() == size + 1  # another plan: a program of its own

@@ -259,6 +259,39 @@ def test_is_the_input_gradient_of_conv2d(case):
     assert rel_err(y, vjp(x)[0]) <= FWD_TOL
 
 
+# (x, w (C_in, C_out/G, kh, kw), config): zero images, channels or rows.
+ZERO_SIZE_CASES = {
+    "no-images": ((0, 16, 8, 8), (16, 8, 3, 3), dict(stride=2, padding=1)),
+    "no-input-channels": ((2, 0, 5, 5), (0, 4, 3, 3), {}),
+    "no-output-channels": ((2, 6, 5, 5), (6, 0, 3, 3), dict(groups=2)),
+    "no-rows": ((2, 6, 0, 5), (6, 4, 3, 3), dict(stride=2)),
+}
+
+
+@pytest.mark.parametrize("case", ZERO_SIZE_CASES)
+def test_zero_size_is_the_input_gradient_of_xlas_conv(case):
+    x_shape, w_shape, cfg = ZERO_SIZE_CASES[case]
+    rng = np.random.default_rng(0)
+    x, w = (jnp.asarray(rng.standard_normal(s)) for s in (x_shape, w_shape))
+    b = jnp.asarray(rng.standard_normal(w_shape[1] * cfg.get("groups", 1)))
+    y = jaxconv.conv_transpose2d(x, w, b, **cfg)
+    p = _pair(cfg.pop("padding", 0))
+    conv_cfg = dict(cfg, padding=tuple((pi, pi) for pi in p))
+    a = jnp.zeros(y.shape)
+    z, vjp = jax.vjp(lambda a, w: jaxconv.conv2d_xla(a, w, **conv_cfg), a, w)
+    assert z.shape == x.shape  # y's shape is the input of the conv whose output x is
+    along = b[:, None, None]
+    np.testing.assert_array_equal(y, jnp.broadcast_to(along, y.shape) + vjp(x)[0])
+    cot = jnp.ones(y.shape)
+    grads = jax.grad(
+        lambda x, w, b: jnp.vdot(cot, jaxconv.conv_transpose2d(x, w, b, **cfg)), (0, 1, 2)
+    )(x, w, b)
+    _, vjp_x = jax.vjp(lambda x: vjp(x)[0], x)
+    assert grads[0].shape == x.shape and rel_err(grads[0], vjp_x(cot)[0]) == 0
+    assert grads[1].shape == w.shape and not np.any(grads[1])  # every sum of eq. 30 is empty
+    assert rel_err(grads[2], cot.sum(axis=(0, 2, 3))) == 0
+
+
 @pytest.mark.parametrize("rank", [2, 3])
 def test_unbatched_inputs_match_torch(rank):
     # Also the eager public path (no outer jit), gradients included.
@@ -425,7 +458,11 @@ W4 = np.zeros((4, 2, 3, 3))
             TypeError,
             r"`padding` must be an int or a pair of ints, got 'SAME'",
         ),
-        (dict(padding=3), ValueError, r"`padding` \(3, 3\) leaves no output: height .* = -1"),
+        (
+            dict(padding=3),
+            ValueError,
+            r"`padding` \(3, 3\) crops more than the output has: .* = -1",
+        ),
         (dict(stride=0), ValueError, r"`stride` must be >= 1, got 0"),
         (dict(dilation=(1, 0)), ValueError, r"`dilation` must be >= 1, got \(1, 0\)"),
         (dict(groups=0), ValueError, r"`groups` must be >= 1, got 0"),
@@ -445,7 +482,7 @@ W4 = np.zeros((4, 2, 3, 3))
         ),
         (dict(w=np.zeros((4, 2, 3))), ValueError, r"so `w` must be 4-D \(C_in, C_out//groups"),
         (dict(x=np.zeros((1, 1, 4, 3, 3))), ValueError, r"`x` must be 2-D \(H, W\), 3-D"),
-        (dict(x=np.zeros((1, 4, 0, 3))), ValueError, r"spatial sizes must be >= 1"),
+        (dict(w=np.zeros((4, 2, 0, 3))), ValueError, r"the kernel's spatial sizes must be >= 1"),
         (dict(b=np.zeros(4)), ValueError, r"`b` must have shape \(C_out,\) = \(2,\)"),
         (dict(w=W4.astype(np.float32)), TypeError, r"`x` and `w` must have the same dtype"),
         (dict(x=X4.astype(np.int32)), TypeError, r"`x` must have a real floating dtype"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 
 from jaxconv._src import geometry as geo
 from jaxconv._src import layout as lay
@@ -176,10 +175,11 @@ def conv2d(
       Array([[-4., -4.],
              [-4., -4.]], dtype=float32)
     """
-    x, w = jnp.asarray(x), jnp.asarray(w)
-    b = None if b is None else jnp.asarray(b)
+    op = "conv2d"
+    x, w = geo.as_array(op, "x", x), geo.as_array(op, "w", w)
+    b = None if b is None else geo.as_array(op, "b", b)
     geom = geo.resolve_conv2d(
-        "conv2d",
+        op,
         x,
         w,
         b,
@@ -189,12 +189,12 @@ def conv2d(
         groups=groups,
         layout=layout,
     )
-    pm.check_padding_mode("conv2d", padding_mode, geom)
-    plan = ev.check_plan("conv2d", plan, geom)
+    padding_mode = pm.check_padding_mode(op, padding_mode, geom)
+    plan = ev.check_plan(op, plan, geom)
     if padding_mode != "zeros":
         x = pm.pad_input(x, geom, padding_mode)
         geom = geo.resolve_conv2d(
-            "conv2d",
+            op,
             x,
             w,
             b,
@@ -241,13 +241,12 @@ def conv2d_grad_input(
              [ 4., 10.,  6.],
              [ 3.,  7.,  4.]], dtype=float32)
     """
-    g, w = jnp.asarray(g), jnp.asarray(w)
     op = "conv2d_grad_input"
-    geo.check_layout(op, layout)
+    g, w = geo.as_array(op, "g", g), geo.as_array(op, "w", w)
     geo.check_operands(op, "g", g, "w", w)
     geom = geo.conv_geometry(
         op,
-        tuple(x_shape),
+        x_shape,
         w.shape,
         stride=stride,
         padding=padding,
@@ -256,7 +255,7 @@ def conv2d_grad_input(
         layout=layout,
         x_name="x_shape",
     )
-    geo.check_cotangent(op, g.shape, geom)
+    geo.check_cotangent(op, g.shape, geom, f"`x_shape` {tuple(x_shape)} and `w` {w.shape}")
     return _grad_input(g, w, geom, ev.check_plan(op, plan, geom))
 
 
@@ -292,21 +291,20 @@ def conv2d_grad_kernel(
       Array([[ 8., 12.],
              [20., 24.]], dtype=float32)
     """
-    x, g = jnp.asarray(x), jnp.asarray(g)
     op = "conv2d_grad_kernel"
-    geo.check_layout(op, layout)
+    x, g = geo.as_array(op, "x", x), geo.as_array(op, "g", g)
     geo.check_operands(op, "x", x, "g", g)
     geom = geo.conv_geometry(
         op,
         x.shape,
-        tuple(w_shape),
+        w_shape,
         stride=stride,
         padding=padding,
         dilation=dilation,
         groups=groups,
         layout=layout,
     )
-    geo.check_cotangent(op, g.shape, geom)
+    geo.check_cotangent(op, g.shape, geom, f"`x` {x.shape} and `w_shape` {tuple(w_shape)}")
     return _grad_kernel(x, g, geom, ev.check_plan(op, plan, geom))
 
 
@@ -327,9 +325,9 @@ def conv2d_grad_bias(g: jax.typing.ArrayLike, *, layout: Layout = "NCHW") -> jax
       >>> jaxconv.conv2d_grad_bias(jnp.ones((2, 3, 4, 4)))
       Array([32., 32., 32.], dtype=float32)
     """
-    g = jnp.asarray(g)
     op = "conv2d_grad_bias"
-    geo.check_layout(op, layout)
+    g = geo.as_array(op, "g", g)
+    layout = geo.normalize_layout(op, layout)
     geo.check_floating(op, "g", g.dtype)
     if g.ndim not in (2, 3, 4):
         raise ValueError(f"{op}: `g` must be 2-D, 3-D or 4-D, got shape {tuple(g.shape)}.")

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -75,6 +76,12 @@ class ConvGeometry:
         return tuple((n - 1) * s + 1 for n, s in zip(self.out_hw, self.stride))
 
     @property
+    def is_empty(self) -> bool:
+        """Whether every sum of the rules is empty: no output (N, O, Ho or Wo is 0) or no
+        term per output (C/G = 0). Then Z is the bias alone and ∂L/∂X, ∂L/∂W are zeros."""
+        return 0 in (self.batch, self.out_channels, *self.out_hw, self.in_channels)
+
+    @property
     def flops(self) -> int:
         """Multiply-adds ×2 of the forward pass for one image: 2·O·Ho·Wo·(C/G)·kh·kw."""
         c_per_group = self.in_channels // self.groups
@@ -136,7 +143,7 @@ def resolve_padding(
       TypeError: a padding that is none of: str, int, pair of ints, pair of (lo, hi) pairs.
     """
     if isinstance(padding, str):
-        mode = padding.upper()
+        mode = normalize_string(op, "padding", padding, PADDING_STRINGS)
         if mode == "VALID":
             return ((0, 0), (0, 0))
         if mode in ("SAME", "SAME_LOWER"):
@@ -146,10 +153,6 @@ def resolve_padding(
                 small, large = total // 2, total - total // 2
                 pads.append((small, large) if mode == "SAME" else (large, small))
             return tuple(pads)
-        raise ValueError(
-            f"{op}: unknown `padding` string {padding!r}; expected one of {PADDING_STRINGS}, "
-            "an int, a pair of ints or ((lo_h, hi_h), (lo_w, hi_w))."
-        )
     if _is_int(padding):
         return ((int(padding),) * 2, (int(padding),) * 2)
     if isinstance(padding, Sequence) and len(padding) == 2:
@@ -171,10 +174,55 @@ def check_floating(op: str, name: str, dtype) -> None:
         raise TypeError(f"{op}: `{name}` must have a real floating dtype, got {np.dtype(dtype)}.")
 
 
-def check_layout(op: str, layout: str) -> None:
-    """Raises ValueError unless `layout` is "NCHW" or "NHWC"."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"{op}: `layout` must be one of {LAYOUTS}, got {layout!r}.")
+def normalize_string(op: str, name: str, value, choices: tuple[str, ...]) -> str:
+    """`value` as the one of `choices` it names. Every string argument of jaxconv follows
+    this one rule: any letter case is accepted ("nchw", "Same", "REFLECT").
+
+    Raises:
+      TypeError: `value` is not a string.
+      ValueError: it names none of `choices`.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{op}: `{name}` must be a string, one of {choices}; got {value!r}.")
+    for choice in choices:
+        if value.lower() == choice.lower():
+            return choice
+    raise ValueError(f"{op}: `{name}` must be one of {choices} (any case), got {value!r}.")
+
+
+def normalize_layout(op: str, layout) -> Layout:
+    """`layout` as "NCHW" or "NHWC"; raises naming it otherwise."""
+    return normalize_string(op, "layout", layout, LAYOUTS)  # type: ignore[return-value]
+
+
+def check_shape(op: str, name: str, shape) -> tuple[int, ...]:
+    """A shape argument (`x_shape`, `w_shape`) as a tuple of ints >= 0.
+
+    Raises:
+      TypeError: not a sequence of ints (bools, floats and None are not sizes).
+      ValueError: a negative size.
+    """
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+        raise TypeError(f"{op}: `{name}` must be a tuple of ints, got {shape!r}.")
+    if not all(_is_int(n) for n in shape):
+        raise TypeError(f"{op}: `{name}` must be a tuple of ints, got {tuple(shape)!r}.")
+    if any(n < 0 for n in shape):
+        raise ValueError(f"{op}: `{name}` must have sizes >= 0, got {tuple(shape)}.")
+    return tuple(int(n) for n in shape)
+
+
+def as_array(op: str, name: str, value) -> jax.Array:
+    """An array argument as a JAX array, or a TypeError that names it.
+
+    Strings, None, dicts, sets and ragged nestings are not arrays; `jnp.asarray` would say so
+    without naming the argument.
+    """
+    if isinstance(value, (str, bytes, dict, set, frozenset)) or value is None:
+        raise TypeError(f"{op}: `{name}` must be an array, got {type(value).__name__} {value!r}.")
+    try:
+        return jnp.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{op}: `{name}` is not an array ({error}).") from None
 
 
 def _promote_shapes(
@@ -233,8 +281,9 @@ def conv_geometry(
     Raises:
       ValueError, TypeError: with the offending argument named and its value or shape shown.
     """
-    check_layout(op, layout)
-    x4, w4 = _promote_shapes(op, x_name, tuple(x_shape), tuple(w_shape), layout)
+    layout = normalize_layout(op, layout)
+    x_shape, w_shape = check_shape(op, x_name, x_shape), check_shape(op, "w_shape", w_shape)
+    x4, w4 = _promote_shapes(op, x_name, x_shape, w_shape, layout)
     stride2 = normalize_pair(op, "stride", stride, minimum=1)
     dilation2 = normalize_pair(op, "dilation", dilation, minimum=1)
     groups = check_groups(op, groups)
@@ -247,10 +296,10 @@ def conv_geometry(
         _, h, w, c = x4
         kh, kw, c_per_group, o = w4
         w_form = "(kh, kw, C//groups, O)"
-    if min(h, w) < 1 or min(kh, kw) < 1:
+    if min(kh, kw) < 1:
         raise ValueError(
-            f"{op}: spatial sizes must be >= 1; got `{x_name}` of shape {tuple(x_shape)} "
-            f"and `w` of shape {tuple(w_shape)}."
+            f"{op}: the kernel's spatial sizes must be >= 1; got `w` of shape "
+            f"{tuple(w_shape)} {w_form}."
         )
     if c % groups:
         raise ValueError(
@@ -272,17 +321,15 @@ def conv_geometry(
     dilated = (dilation2[0] * (kh - 1) + 1, dilation2[1] * (kw - 1) + 1)
     pads = resolve_padding(op, padding, (h, w), dilated, stride2)
     out_hw = []
-    for axis, n, (lo, hi), k_dil, k, d, s in zip(
-        ("height", "width"), (h, w), pads, dilated, (kh, kw), dilation2, stride2
-    ):
+    for axis, n, (lo, hi), k_dil, s in zip(("height", "width"), (h, w), pads, dilated, stride2):
         padded = n + lo + hi
-        if padded < k_dil:
+        if padded < 0:
             raise ValueError(
-                f"{op}: `padding` {pads} leaves no output: the padded input {axis} "
-                f"{padded} (= {n} + {lo} + {hi}) is smaller than the dilated kernel {axis} "
-                f"{k_dil} (kernel {k}, dilation {d})."
+                f"{op}: `padding` {pads} crops more than the input: the padded input {axis} "
+                f"would be {padded} (= {n} + {lo} + {hi})."
             )
-        out_hw.append((padded - k_dil) // s + 1)
+        # As in XLA, a padded input smaller than the dilated kernel has no output rows.
+        out_hw.append(max(0, (padded - k_dil) // s + 1))
 
     return ConvGeometry(
         layout=layout,
@@ -381,9 +428,9 @@ def conv_transpose_geometry(
                 f"dilation {d}."
             )
         size = (n - 1) * s - 2 * p + d * (k - 1) + extra + 1
-        if size < 1:
+        if size < 0:  # 0 is an empty output, as a conv's can be
             raise ValueError(
-                f"{op}: `padding` {padding} leaves no output: {axis} "
+                f"{op}: `padding` {padding} crops more than the output has: {axis} "
                 f"(H−1)·stride − 2·padding + dilation·(k−1) + output_padding + 1 = "
                 f"({n}−1)·{s} − 2·{p} + {d}·({k}−1) + {extra} + 1 = {size}."
             )
@@ -403,14 +450,15 @@ def check_bias(op: str, b, geom: ConvGeometry) -> None:
         )
 
 
-def check_cotangent(op: str, g_shape: tuple[int, ...], geom: ConvGeometry) -> None:
+def check_cotangent(op: str, g_shape: tuple[int, ...], geom: ConvGeometry, forward: str) -> None:
     """Raises unless ∂L/∂Z has the shape of the forward output for this geometry, batch
-    included."""
+    included; `forward` names the forward's operands in the message."""
     g_shape = tuple(g_shape)
     expected = geom.output_shape((geom.batch,) if geom.input_rank == 4 else ())
     if g_shape != expected:
         raise ValueError(
-            f"{op}: `g` must have the forward output's shape {expected}, got {g_shape}."
+            f"{op}: `g` must have the shape {expected} of the output of the conv of {forward}, "
+            f"got {g_shape}."
         )
 
 
@@ -456,7 +504,6 @@ def resolve_conv2d(
     Raises:
       ValueError, TypeError: with the offending argument named and its value or shape shown.
     """
-    check_layout(op, layout)
     check_operands(op, "x", x, "w", w)
     geom = conv_geometry(
         op,
@@ -492,8 +539,8 @@ def resolve_conv_transpose2d(
     Raises:
       ValueError, TypeError: naming the argument and showing its value or the shapes.
     """
-    check_layout(op, layout)
-    if padding_mode != "zeros":
+    layout = normalize_layout(op, layout)
+    if not isinstance(padding_mode, str) or padding_mode.lower() != "zeros":
         raise ValueError(
             f"{op}: only `padding_mode`='zeros' is supported for a transposed convolution "
             f"(as in PyTorch), got {padding_mode!r}."
@@ -525,10 +572,10 @@ def resolve_conv_transpose2d(
         (c_in, h, wd), (c_in_w, c_out_per_group, kh, kw) = x.shape[-3:], w.shape
     else:
         (h, wd, c_in), (kh, kw, c_out_per_group, c_in_w) = x.shape[-3:], w.shape
-    if min(h, wd, kh, kw) < 1:
+    if min(kh, kw) < 1:
         raise ValueError(
-            f"{op}: spatial sizes must be >= 1; got `x` of shape {tuple(x.shape)} "
-            f"and `w` of shape {tuple(w.shape)}."
+            f"{op}: the kernel's spatial sizes must be >= 1; got `w` of shape "
+            f"{tuple(w.shape)} {w_form}."
         )
     if c_in % groups:
         raise ValueError(
@@ -580,16 +627,19 @@ def resolve_conv_transpose2d(
 
 __all__ = [
     "ConvGeometry",
+    "as_array",
     "check_bias",
     "check_cotangent",
     "check_floating",
     "check_groups",
-    "check_layout",
     "check_operands",
+    "check_shape",
     "conv2d_geometry",
     "conv_geometry",
     "conv_transpose_geometry",
+    "normalize_layout",
     "normalize_pair",
+    "normalize_string",
     "resolve_conv2d",
     "resolve_conv_transpose2d",
     "resolve_padding",

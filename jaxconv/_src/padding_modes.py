@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv._src.geometry import ConvGeometry, Pads
+from jaxconv._src.geometry import ConvGeometry, Pads, normalize_string
 
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 
@@ -22,8 +22,9 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _JNP_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
-def check_padding_mode(op: str, padding_mode: str, geom: ConvGeometry) -> None:
-    """Raises unless `padding_mode` is known and fits the resolved padding of `geom`.
+def check_padding_mode(op: str, padding_mode: str, geom: ConvGeometry) -> str:
+    """`padding_mode` in lower case; raises unless it is known (any letter case) and fits the
+    resolved padding of `geom`.
 
     The limits are PyTorch's (`torch.nn.functional.pad`): padding is non-negative for every
     mode but "zeros"; "reflect" needs each side's padding < the input size (the border
@@ -33,12 +34,9 @@ def check_padding_mode(op: str, padding_mode: str, geom: ConvGeometry) -> None:
     Raises:
       ValueError: naming `padding_mode`, the axis, its padding and the input size.
     """
-    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
-        raise ValueError(
-            f"{op}: `padding_mode` must be one of {PADDING_MODES}, got {padding_mode!r}."
-        )
+    padding_mode = normalize_string(op, "padding_mode", padding_mode, PADDING_MODES)
     if padding_mode == "zeros":
-        return
+        return padding_mode
     for axis, n, (lo, hi) in zip(("height", "width"), geom.in_hw, geom.padding):
         if min(lo, hi) < 0:
             raise ValueError(
@@ -56,6 +54,7 @@ def check_padding_mode(op: str, padding_mode: str, geom: ConvGeometry) -> None:
                 f"padding must be at most the input size (as in PyTorch); {axis} padding "
                 f"({lo}, {hi}) but input {axis} {n}."
             )
+    return padding_mode
 
 
 def _spatial_axes(layout: str, rank: int) -> tuple[int, int]:

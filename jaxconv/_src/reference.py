@@ -46,8 +46,9 @@ def conv2d_reference(
       Array([[-4., -4.],
              [-4., -4.]], dtype=float32)
     """
-    x, w = jnp.asarray(x), jnp.asarray(w)
-    b = None if b is None else jnp.asarray(b)
+    op = "conv2d_reference"
+    x, w = geo.as_array(op, "x", x), geo.as_array(op, "w", w)
+    b = None if b is None else geo.as_array(op, "b", b)
     geom = geo.resolve_conv2d(
         "conv2d_reference",
         x,
@@ -64,7 +65,7 @@ def conv2d_reference(
     x_nhwc = lay.to_nhwc(x, geom.layout, rank).astype(acc)
     w_hwio = lay.kernel_to_hwio(w, geom.layout, rank).astype(acc)
 
-    pm.check_padding_mode("conv2d_reference", padding_mode, geom)
+    padding_mode = pm.check_padding_mode(op, padding_mode, geom)
     (lo_h, hi_h), (lo_w, hi_w) = geom.padding
     if padding_mode != "zeros":
         src_h = pm.source_indices(geom.in_hw[0], lo_h, hi_h, padding_mode)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 
 from jaxconv._src import geometry as geo
 from jaxconv._src import layout as lay
@@ -146,8 +145,9 @@ def conv_transpose2d(
       >>> y.shape
       (1, 2, 10, 10)
     """
-    x, w = jnp.asarray(x), jnp.asarray(w)
-    b = None if b is None else jnp.asarray(b)
+    op = "conv_transpose2d"
+    x, w = geo.as_array(op, "x", x), geo.as_array(op, "w", w)
+    b = None if b is None else geo.as_array(op, "b", b)
     geom = geo.resolve_conv_transpose2d(
         "conv_transpose2d",
         x,

@@ -9,23 +9,28 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxconv._src.geometry import IntOrPair, Layout, PaddingLike
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _pair(value: IntOrPair) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
+    return (int(value), int(value)) if _is_int(value) else tuple(int(v) for v in value)
 
 
 def _lax_padding(padding: PaddingLike):
     if isinstance(padding, str):
         return padding.upper()
-    if isinstance(padding, int):
-        return [(padding, padding)] * 2
-    if all(isinstance(p, int) for p in padding):
-        return [(p, p) for p in padding]
-    return [tuple(p) for p in padding]
+    if _is_int(padding):
+        return [(int(padding), int(padding))] * 2
+    if all(_is_int(p) for p in padding):
+        return [(int(p), int(p)) for p in padding]
+    return [tuple(int(v) for v in p) for p in padding]
 
 
 def conv2d_xla(
@@ -53,6 +58,7 @@ def conv2d_xla(
              [-4., -4.]], dtype=float32)
     """
     x, w = jnp.asarray(x), jnp.asarray(w)
+    layout = layout.upper()
     rank = x.ndim
     if rank == 2:
         x, w, layout = x[None, None], w[None, None], "NCHW"
@@ -67,7 +73,7 @@ def conv2d_xla(
         padding=_lax_padding(padding),
         rhs_dilation=_pair(dilation),
         dimension_numbers=dims,
-        feature_group_count=groups,
+        feature_group_count=int(groups),
         precision=lax.Precision.HIGHEST,
         preferred_element_type=jnp.float32 if half else None,
     )

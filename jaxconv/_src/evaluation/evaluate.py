@@ -1,7 +1,10 @@
 """Runs a rule by the form its plan names, on batched arrays in the caller's layout.
 
 `forward`, `grad_input` and `grad_kernel` look the form up, move the operands channels-last
-if the form needs it, and loop over chunks of images as the plan says. `on_platform` picks
+if the form needs it, and loop over chunks of images as the plan says. Where every sum is
+empty (`ConvGeometry.is_empty`: a zero-size batch, output or contraction) they evaluate no
+form at all and return the zeros the sums are, whatever the plan: the one place where
+zero-size convolutions are decided. `on_platform` picks
 the plan of `"auto"` for the platform the computation is lowered for.
 """
 
@@ -68,8 +71,8 @@ def on_platform(plan: Plan | Literal["auto"], geom: ConvGeometry, run: Callable,
     Where the plans of the platforms differ, `lax.platform_dependent` traces `run` once per
     plan and lowers only the branch of the platform being compiled for.
     """
-    if isinstance(plan, Plan):
-        return run(plan, *args)
+    if isinstance(plan, Plan) or geom.is_empty:  # nothing to evaluate: any plan will do
+        return run(plan if isinstance(plan, Plan) else PLAIN, *args)
     cpu, gpu, tpu = (choose(geom, p) for p in ("cpu", "gpu", "tpu"))
     if cpu == gpu == tpu:
         return run(cpu, *args)
@@ -77,6 +80,14 @@ def on_platform(plan: Plan | Literal["auto"], geom: ConvGeometry, run: Callable,
     if tpu != gpu:
         branches["tpu"] = functools.partial(run, tpu)
     return lax.platform_dependent(*args, **branches)
+
+
+def _zeros(like: jax.Array, nchw_shape: tuple[int, ...], layout: str) -> jax.Array:
+    """Zeros of a batched (N, C, H, W) shape, in `layout`, in the accumulation dtype of `like`:
+    the value of every sum over no terms (`ConvGeometry.is_empty`)."""
+    n, c, h, w = nchw_shape
+    shape = (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
+    return jnp.zeros(shape, rules.accumulation_dtype(like.dtype))
 
 
 def forward(
@@ -95,6 +106,8 @@ def forward(
     Returns:
       (N, O, Ho, Wo) or (N, Ho, Wo, O), in the accumulation dtype.
     """
+    if geom.is_empty:
+        return _zeros(x, (x.shape[0], geom.out_channels, *geom.out_hw), geom.layout)
     fn, channels_last = _FORWARD[plan.forward]
     form = functools.partial(fn, w=w, geom=geom)
     if channels_last:
@@ -115,6 +128,8 @@ def grad_input(g: jax.Array, w: jax.Array, geom: ConvGeometry, plan: Plan) -> ja
     Returns:
       (N, C, H, W) or (N, H, W, C), in the accumulation dtype.
     """
+    if geom.is_empty:
+        return _zeros(g, (g.shape[0], geom.in_channels, *geom.in_hw), geom.layout)
     fn, channels_last = _GRAD_INPUT[plan.grad_input]
     form = functools.partial(fn, w=w, geom=geom)
     if channels_last:
@@ -132,6 +147,9 @@ def grad_kernel(x: jax.Array, g: jax.Array, geom: ConvGeometry, plan: Plan) -> j
     Returns:
       (kh, kw, C//G, O), in the accumulation dtype.
     """
+    if geom.is_empty:
+        shape = (*geom.kernel_hw, geom.in_channels // geom.groups, geom.out_channels)
+        return jnp.zeros(shape, rules.accumulation_dtype(x.dtype))
     fn, channels_last = _GRAD_KERNEL[plan.grad_kernel]
     if channels_last:
         x, g = lay.to_channels_last(x, geom.layout), lay.to_channels_last(g, geom.layout)
