@@ -180,14 +180,8 @@ def test_chunked_equals_unchunked(case, layout, size):
         assert rel_err(chunked, whole) <= TOL, key
 
 
-def _form_function(name, form):
-    """The function a (pass, form) names, and whether it takes channels-last operands."""
-    table = {
-        "forward": evaluate._FORWARD,
-        "grad_input": evaluate._GRAD_INPUT,
-        "grad_kernel": evaluate._GRAD_KERNEL,
-    }
-    return table[name][form]
+def test_the_plan_knows_exactly_the_forms_there_are():
+    assert {name: tuple(forms) for name, forms in evaluate.FORMS.items()} == PASSES
 
 
 @pytest.mark.parametrize(
@@ -216,7 +210,7 @@ def test_a_plan_runs_the_form_it_names(name, form, function):
     x, w, _, cfg = case_operands(case, "NHWC", table=CHUNK_CASES)
     geom = geometry_of(x, w, cfg)
     g = _cotangent(geom, "NHWC")
-    assert _form_function(name, form)[0] is function
+    assert evaluate.FORMS[name][form][0] is function
     planned = jax.make_jaxpr(lambda x, w, g: _run(name, x, w, g, geom, Plan(**{name: form})))
     args = {"forward": (x, w), "grad_input": (g, w), "grad_kernel": (x, g)}[name]
     direct = jax.make_jaxpr(functools.partial(function, geom=geom))

@@ -149,17 +149,26 @@ def test_adjoint_identities(case):
     # ⟨G, F_W(X)⟩ = ⟨∂X-rule(G, W), X⟩ = ⟨∂W-rule(X, G), W⟩.
     x, w, _, cfg = case_operands(case, "NHWC", seed=2)
     geom = geometry_of(x, w, cfg)
-    g = jnp.asarray(
-        np.random.default_rng(3).standard_normal((geom.batch, *geom.out_hw, w.shape[3]))
-    )
-    z = rules.forward(x, w, geom)
-    forward = jnp.vdot(g, z)
-    scale = float(jnp.linalg.norm(g) * jnp.linalg.norm(z))  # |⟨G, Z⟩| ≤ ‖G‖‖Z‖
-    assert abs(forward - jnp.vdot(rules.grad_input(g, w, geom), x)) <= TOL * scale
-    assert abs(forward - jnp.vdot(rules.grad_kernel(x, g, geom), w)) <= TOL * scale
-    # And the bias: ⟨G, Z + b⟩ − ⟨G, Z⟩ = ⟨∂b-rule(G), b⟩.
-    b = jnp.arange(1.0, w.shape[3] + 1)
-    assert abs(jnp.vdot(g, z + b) - forward - jnp.vdot(rules.grad_bias(g), b)) <= TOL * scale
+    z_shape = (geom.batch, *geom.out_hw, geom.out_channels)
+    g = jnp.asarray(np.random.default_rng(3).standard_normal(z_shape))
+    b = jnp.arange(1.0, geom.out_channels + 1)
+
+    @jit_fast_compile
+    def products(x, w, g, b):
+        z = rules.forward(x, w, geom)
+        return (
+            jnp.vdot(g, z),
+            jnp.vdot(rules.grad_input(g, w, geom), x),
+            jnp.vdot(rules.grad_kernel(x, g, geom), w),
+            jnp.vdot(g, z + b) - jnp.vdot(g, z),  # the bias: ⟨G, Z + b⟩ − ⟨G, Z⟩ = ⟨∂b-rule(G), b⟩
+            jnp.vdot(rules.grad_bias(g), b),
+            jnp.linalg.norm(g) * jnp.linalg.norm(z),  # |⟨G, Z⟩| ≤ ‖G‖‖Z‖
+        )
+
+    forward, by_input, by_kernel, by_bias, bias_rule, scale = products(x, w, g, b)
+    assert abs(forward - by_input) <= TOL * scale
+    assert abs(forward - by_kernel) <= TOL * scale
+    assert abs(by_bias - bias_rule) <= TOL * scale
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])

@@ -27,7 +27,7 @@ from jaxconv._src.geometry import ConvGeometry
 
 PlanLike = Plan | Literal["auto", "plain"]
 
-# form -> (function, whether it takes channels-last arrays; else the caller's layout)
+# pass -> form -> (function, whether it takes channels-last arrays; else the caller's layout)
 _FORWARD = {
     "plain": (rules.forward, True),
     "gemm-rows": (gemm.forward_rows, True),
@@ -50,6 +50,7 @@ _GRAD_KERNEL = {
     "depthwise": (shallow.grad_kernel_depthwise, False),
 }
 
+FORMS = {"forward": _FORWARD, "grad_input": _GRAD_INPUT, "grad_kernel": _GRAD_KERNEL}
 
 def check_plan(op: str, plan, geom: ConvGeometry) -> Plan | Literal["auto"]:
     """The plan a call asked for, as a `Plan` or "auto"; raises naming `plan` unless it is
