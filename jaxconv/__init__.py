@@ -7,6 +7,7 @@ from jaxconv._src.convolution import conv2d_grad_kernel as conv2d_grad_kernel
 from jaxconv._src.evaluation.plan import Plan as Plan
 from jaxconv._src.evaluation.plan import choose as choose
 from jaxconv._src.evaluation.plan import supported as supported
+from jaxconv._src.general_dilated import conv_general_dilated as conv_general_dilated
 from jaxconv._src.geometry import ConvGeometry as ConvGeometry
 from jaxconv._src.geometry import conv2d_geometry as conv2d_geometry
 from jaxconv._src.reference import conv2d_reference as conv2d_reference
@@ -26,6 +27,7 @@ __all__ = [
     "conv2d_grad_kernel",
     "conv2d_reference",
     "conv2d_xla",
+    "conv_general_dilated",
     "conv_transpose2d",
     "supported",
 ]

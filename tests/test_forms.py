@@ -22,6 +22,7 @@ from jaxconv._src.evaluation.plan import (
     GRAD_KERNEL_FORMS,
     Plan,
 )
+from jaxconv._src.geometry import conv_geometry
 from tests.helpers import (
     ALL_CASES,
     CHUNK_CASES,
@@ -250,3 +251,38 @@ def test_winograd_float32_error_is_that_of_the_gemm_forms():
     gemm_ = errors(Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel="gemm-taps"))
     for name, e_winograd, e_gemm in zip(["z", "dx", "dw"], winograd, gemm_):
         assert e_winograd <= 4 * e_gemm, (name, e_winograd, e_gemm)
+
+
+# (x NHWC, w HWIO, stride, padding, kernel dilation, groups, input dilation): the geometries of
+# conv_general_dilated's lhs_dilation (derivation eq. 38), which Winograd does not take.
+INPUT_DILATION_CASES = [
+    ((2, 5, 6, 4), (3, 3, 4, 6), (1, 1), ((2, 2), (1, 1)), (1, 1), 1, (2, 2)),
+    ((1, 4, 5, 6), (2, 3, 3, 4), (2, 1), ((1, 0), (-1, 2)), (2, 1), 2, (3, 2)),
+    ((3, 6, 4, 2), (3, 2, 1, 4), (1, 3), ((0, 0), (2, 2)), (1, 2), 2, (1, 3)),
+]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", range(len(INPUT_DILATION_CASES)))
+def test_every_form_with_an_input_dilation_equals_the_plain_rule(case, layout):
+    x_shape, w_shape, stride, padding, dilation, groups, input_dilation = INPUT_DILATION_CASES[case]
+    if layout == "NCHW":
+        x_shape = (x_shape[0], x_shape[3], *x_shape[1:3])
+    rng = np.random.default_rng(case)
+    x, w = jnp.asarray(rng.standard_normal(x_shape)), jnp.asarray(rng.standard_normal(w_shape))
+    geom = conv_geometry(
+        "test",
+        x.shape,
+        w_shape if layout == "NHWC" else (w_shape[3], w_shape[2], *w_shape[:2]),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout,
+        input_dilation=input_dilation,
+    )
+    accepted = _accepted(geom)
+    assert not any(form == "winograd" for _, form in accepted)
+    forms, plain = _forms_and_rules(geom, tuple(accepted))(x, w, _cotangent(geom, layout))
+    for (name, form), value in forms.items():
+        assert rel_err(value, plain[name]) <= TOL, (name, form)

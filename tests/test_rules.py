@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from jax import lax
 
 from jaxconv._src import rules
+from jaxconv._src.geometry import conv_geometry
 from tests.helpers import (
     ALL_CASES,
     case_operands,
@@ -184,3 +186,38 @@ def test_half_precision_accumulates_in_float32(dtype):
     assert rules.grad_bias(g).dtype == jnp.float32
     expected = rules.forward(*(a.astype(jnp.float32) for a in low), geom)
     assert rel_err(rules.forward(*low, geom), expected) <= 1e-6  # the same products, in f32
+
+
+@pytest.mark.parametrize("input_dilation", [(2, 2), (3, 1), (1, 2)])
+def test_rules_with_an_input_dilation_match_vjp_of_xla(input_dilation):
+    # Eq. 38: the padding operator dilates the input first; its adjoint keeps every l-th entry.
+    rng = np.random.default_rng(sum(input_dilation))
+    x, w = (
+        jnp.asarray(rng.standard_normal((2, 5, 4, 3))),
+        jnp.asarray(rng.standard_normal((3, 2, 3, 4))),
+    )
+    padding = ((1, 2), (-1, 1))
+    geom = conv_geometry(
+        "t",
+        x.shape,
+        w.shape,
+        stride=(2, 1),
+        padding=padding,
+        dilation=(1, 2),
+        groups=1,
+        layout="NHWC",
+        input_dilation=input_dilation,
+    )
+    dims = ("NHWC", "HWIO", "NHWC")
+
+    def xla(x, w):
+        return lax.conv_general_dilated(
+            x, w, (2, 1), padding, input_dilation, (1, 2), dims, precision="highest"
+        )
+
+    z, vjp = jax.vjp(xla, x, w)
+    g = jnp.asarray(rng.standard_normal(z.shape))
+    dx, dw = vjp(g)
+    assert rel_err(rules.forward(x, w, geom), z) <= TOL
+    assert rel_err(rules.grad_input(g, w, geom), dx) <= TOL
+    assert rel_err(rules.grad_kernel(x, g, geom), dw) <= TOL

@@ -16,7 +16,7 @@ from jaxconv._src import geometry as geo
 from jaxconv._src import layout as lay
 from jaxconv._src import padding_modes as pm
 from jaxconv._src.evaluation import evaluate as ev
-from jaxconv._src.evaluation.evaluate import PlanLike
+from jaxconv._src.evaluation.evaluate import PlanLike, PrecisionLike
 from jaxconv._src.evaluation.plan import Plan
 from jaxconv._src.geometry import ConvGeometry, IntOrPair, Layout, PaddingLike
 
@@ -27,6 +27,7 @@ def _forward(
     b: jax.Array | None,
     geom: ConvGeometry,
     plan: Plan | str,
+    precision: str | None,
     backward_follows: bool = False,
 ) -> jax.Array:
     rank, layout = geom.input_rank, geom.layout
@@ -35,42 +36,57 @@ def _forward(
     def run(p: Plan, x: jax.Array, w: jax.Array) -> jax.Array:
         return ev.forward(x, w, geom, p, backward_follows=backward_follows)
 
-    z = ev.on_platform(plan, geom, run, x, w)
+    z = ev.on_platform(plan, geom, precision, run, x, w)
     if b is not None:
         z = z + lay.along_channels(b.astype(z.dtype), layout)
     return lay.from_batched(z.astype(x.dtype), layout, rank)
 
 
 def _backward(
-    x: jax.Array, w: jax.Array, g: jax.Array, geom: ConvGeometry, plan: Plan | str
+    x: jax.Array,
+    w: jax.Array,
+    g: jax.Array,
+    geom: ConvGeometry,
+    plan: Plan | str,
+    precision: str | None,
 ) -> tuple[jax.Array, jax.Array]:
     """(∂L/∂X, ∂L/∂W) in the accumulation dtype, from batched x and g and an HWIO kernel."""
 
     def run(p: Plan, x: jax.Array, w: jax.Array, g: jax.Array):
         return ev.grad_input(g, w, geom, p), ev.grad_kernel(x, g, geom, p)
 
-    return ev.on_platform(plan, geom, run, x, w, g)
+    return ev.on_platform(plan, geom, precision, run, x, w, g)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def _conv2d(
-    x: jax.Array, w: jax.Array, b: jax.Array | None, geom: ConvGeometry, plan: Plan | str
+    x: jax.Array,
+    w: jax.Array,
+    b: jax.Array | None,
+    geom: ConvGeometry,
+    plan: Plan | str,
+    precision: str | None,
 ) -> jax.Array:
-    return _forward(x, w, b, geom, plan)
+    return _forward(x, w, b, geom, plan, precision)
 
 
-def _conv2d_fwd(x, w, b, geom, plan):
+def _conv2d_fwd(x, w, b, geom, plan, precision):
     # Save the operands, not the im2col patches: the backward re-slices X, which costs less
     # memory than kh·kw copies of it.
-    return _forward(x, w, b, geom, plan, backward_follows=True), (x, w, b)
+    return _forward(x, w, b, geom, plan, precision, backward_follows=True), (x, w, b)
 
 
-def _conv2d_bwd(geom, plan, residuals, g):
+def _conv2d_bwd(geom, plan, precision, residuals, g):
     x, w, b = residuals
     rank, layout = geom.input_rank, geom.layout
     g = lay.to_batched(g, layout, rank)
     dx, dw = _backward(
-        lay.to_batched(x, layout, rank), lay.kernel_to_hwio(w, layout, rank), g, geom, plan
+        lay.to_batched(x, layout, rank),
+        lay.kernel_to_hwio(w, layout, rank),
+        g,
+        geom,
+        plan,
+        precision,
     )
     db = None if b is None else ev.grad_bias(g, layout).astype(b.dtype)
     return (
@@ -82,31 +98,35 @@ def _conv2d_bwd(geom, plan, residuals, g):
 
 _conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
-# Compiled once per (shapes, dtypes, geometry, plan); inlined when the caller is under jit.
-_conv2d_jit = jax.jit(_conv2d, static_argnums=(3, 4))
+# Compiled once per (shapes, dtypes, geometry, plan, precision); inlined under jit.
+_conv2d_jit = jax.jit(_conv2d, static_argnums=(3, 4, 5))
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _grad_input(g: jax.Array, w: jax.Array, geom: ConvGeometry, plan: Plan | str) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _grad_input(
+    g: jax.Array, w: jax.Array, geom: ConvGeometry, plan: Plan | str, precision: str | None
+) -> jax.Array:
     rank, layout = geom.input_rank, geom.layout
 
     def run(p: Plan, g: jax.Array, w: jax.Array) -> jax.Array:
         return ev.grad_input(g, w, geom, p)
 
     g_b, w_hwio = lay.to_batched(g, layout, rank), lay.kernel_to_hwio(w, layout, rank)
-    dx = ev.on_platform(plan, geom, run, g_b, w_hwio)
+    dx = ev.on_platform(plan, geom, precision, run, g_b, w_hwio)
     return lay.from_batched(dx.astype(g.dtype), layout, rank)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _grad_kernel(x: jax.Array, g: jax.Array, geom: ConvGeometry, plan: Plan | str) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _grad_kernel(
+    x: jax.Array, g: jax.Array, geom: ConvGeometry, plan: Plan | str, precision: str | None
+) -> jax.Array:
     rank, layout = geom.input_rank, geom.layout
 
     def run(p: Plan, x: jax.Array, g: jax.Array) -> jax.Array:
         return ev.grad_kernel(x, g, geom, p)
 
     x_b, g_b = lay.to_batched(x, layout, rank), lay.to_batched(g, layout, rank)
-    dw = ev.on_platform(plan, geom, run, x_b, g_b)
+    dw = ev.on_platform(plan, geom, precision, run, x_b, g_b)
     return lay.hwio_to_kernel(dw.astype(x.dtype), layout, rank)
 
 
@@ -125,6 +145,7 @@ def conv2d(
     layout: Layout = "NCHW",
     padding_mode: pm.PaddingMode = "zeros",
     plan: PlanLike = "auto",
+    precision: PrecisionLike = None,
 ) -> jax.Array:
     """2-D convolution (cross-correlation, eq. 6) with hand-derived gradients.
 
@@ -157,6 +178,9 @@ def conv2d(
         platform the computation is compiled for), "plain" (`rules.py` as written, the whole
         batch at once) or a `jaxconv.Plan`. Every plan computes the same sums; a plan
         changes their order and rounding and the speed, not the result's meaning.
+      precision: the precision of the contractions, forward and backward, as
+        `jax.lax.dot_general` takes it: None (JAX's default), a `jax.lax.Precision`, or
+        "default", "high", "highest", "bfloat16", "tensorfloat32", "float32".
 
     Returns:
       Z of shape (N, O, Ho, Wo) ("NCHW") or (N, Ho, Wo, O) ("NHWC"), without N for an
@@ -190,7 +214,7 @@ def conv2d(
         layout=layout,
     )
     padding_mode = pm.check_padding_mode(op, padding_mode, geom)
-    plan = ev.check_plan(op, plan, geom)
+    plan, precision = ev.check_plan(op, plan, geom), ev.check_precision(op, precision)
     if padding_mode != "zeros":
         x = pm.pad_input(x, geom, padding_mode)
         geom = geo.resolve_conv2d(
@@ -204,7 +228,7 @@ def conv2d(
             groups=groups,
             layout=layout,
         )
-    return _conv2d_jit(x, w, b, geom, plan)
+    return _conv2d_jit(x, w, b, geom, plan, precision)
 
 
 def conv2d_grad_input(
@@ -218,6 +242,7 @@ def conv2d_grad_input(
     groups: int = 1,
     layout: Layout = "NCHW",
     plan: PlanLike = "auto",
+    precision: PrecisionLike = None,
 ) -> jax.Array:
     """∂L/∂X of `conv2d`: full correlation of ∂L/∂Z with the rotated kernel.
 
@@ -227,6 +252,7 @@ def conv2d_grad_input(
       x_shape: shape of the forward input X.
       stride, padding, dilation, groups, layout: the forward's configuration.
       plan: "auto", "plain" or a `jaxconv.Plan`, as for `conv2d` (its `grad_input` form).
+      precision: of the contractions, as for `conv2d`.
 
     Returns:
       ∂L/∂X of shape `x_shape` and the dtype of `g`.
@@ -256,7 +282,8 @@ def conv2d_grad_input(
         x_name="x_shape",
     )
     geo.check_cotangent(op, g.shape, geom, f"`x_shape` {tuple(x_shape)} and `w` {w.shape}")
-    return _grad_input(g, w, geom, ev.check_plan(op, plan, geom))
+    plan = ev.check_plan(op, plan, geom)
+    return _grad_input(g, w, geom, plan, ev.check_precision(op, precision))
 
 
 def conv2d_grad_kernel(
@@ -270,6 +297,7 @@ def conv2d_grad_kernel(
     groups: int = 1,
     layout: Layout = "NCHW",
     plan: PlanLike = "auto",
+    precision: PrecisionLike = None,
 ) -> jax.Array:
     """∂L/∂W of `conv2d`: X ⋆ ∂L/∂Z (eq. 11), summed over the output positions (eq. 8).
 
@@ -279,6 +307,7 @@ def conv2d_grad_kernel(
       w_shape: shape of the kernel W.
       stride, padding, dilation, groups, layout: the forward's configuration.
       plan: "auto", "plain" or a `jaxconv.Plan`, as for `conv2d` (its `grad_kernel` form).
+      precision: of the contractions, as for `conv2d`.
 
     Returns:
       ∂L/∂W of shape `w_shape` and the dtype of `x`.
@@ -305,7 +334,8 @@ def conv2d_grad_kernel(
         layout=layout,
     )
     geo.check_cotangent(op, g.shape, geom, f"`x` {x.shape} and `w_shape` {tuple(w_shape)}")
-    return _grad_kernel(x, g, geom, ev.check_plan(op, plan, geom))
+    plan = ev.check_plan(op, plan, geom)
+    return _grad_kernel(x, g, geom, plan, ev.check_precision(op, precision))
 
 
 def conv2d_grad_bias(g: jax.typing.ArrayLike, *, layout: Layout = "NCHW") -> jax.Array:

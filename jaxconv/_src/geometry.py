@@ -45,6 +45,8 @@ class ConvGeometry:
       dilation: (dh, dw), the kernel dilation.
       padding: ((lo_h, hi_h), (lo_w, hi_w)); negative values crop.
       out_hw: (Ho, Wo).
+      input_dilation: (lh, lw), the input's dilation (l − 1 zeros between its entries, as
+        `lax.conv_general_dilated`'s `lhs_dilation`); (1, 1) for `conv2d`.
     """
 
     layout: Layout
@@ -59,6 +61,7 @@ class ConvGeometry:
     dilation: tuple[int, int]
     padding: Pads
     out_hw: tuple[int, int]
+    input_dilation: tuple[int, int] = (1, 1)
 
     @property
     def dilated_kernel_hw(self) -> tuple[int, int]:
@@ -66,9 +69,14 @@ class ConvGeometry:
         return tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_hw))
 
     @property
+    def dilated_in_hw(self) -> tuple[int, int]:
+        """(H, W) of the input after its dilation: (n − 1)·l + 1, or 0 for an empty axis."""
+        return tuple(_dilated(n, d) for n, d in zip(self.in_hw, self.input_dilation))
+
+    @property
     def padded_hw(self) -> tuple[int, int]:
-        """(H, W) after padding (or cropping) the input."""
-        return tuple(n + lo + hi for n, (lo, hi) in zip(self.in_hw, self.padding))
+        """(H, W) after dilating and padding (or cropping) the input."""
+        return tuple(n + lo + hi for n, (lo, hi) in zip(self.dilated_in_hw, self.padding))
 
     @property
     def window_extent_hw(self) -> tuple[int, int]:
@@ -98,7 +106,12 @@ class ConvGeometry:
         return (*batch_shape, *self.out_hw, self.out_channels)
 
 
-def _is_int(value) -> bool:
+def _dilated(n: int, dilation: int) -> int:
+    return (n - 1) * dilation + 1 if n else 0
+
+
+def is_int(value) -> bool:
+    """A Python or NumPy integer, not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
@@ -109,13 +122,13 @@ def normalize_pair(op: str, name: str, value: IntOrPair, *, minimum: int | None)
       TypeError: `value` is not an int or a pair of ints.
       ValueError: an entry is below `minimum`.
     """
-    if _is_int(value):
+    if is_int(value):
         pair = (int(value), int(value))
     elif (
         isinstance(value, Sequence)
         and not isinstance(value, str)
         and len(value) == 2
-        and all(_is_int(v) for v in value)
+        and all(is_int(v) for v in value)
     ):
         pair = (int(value[0]), int(value[1]))
     else:
@@ -153,13 +166,13 @@ def resolve_padding(
                 small, large = total // 2, total - total // 2
                 pads.append((small, large) if mode == "SAME" else (large, small))
             return tuple(pads)
-    if _is_int(padding):
+    if is_int(padding):
         return ((int(padding),) * 2, (int(padding),) * 2)
     if isinstance(padding, Sequence) and len(padding) == 2:
-        if all(_is_int(p) for p in padding):
+        if all(is_int(p) for p in padding):
             return tuple((int(p), int(p)) for p in padding)
         if all(
-            isinstance(p, Sequence) and len(p) == 2 and all(_is_int(v) for v in p) for p in padding
+            isinstance(p, Sequence) and len(p) == 2 and all(is_int(v) for v in p) for p in padding
         ):
             return tuple((int(lo), int(hi)) for lo, hi in padding)
     raise TypeError(
@@ -204,7 +217,7 @@ def check_shape(op: str, name: str, shape) -> tuple[int, ...]:
     """
     if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
         raise TypeError(f"{op}: `{name}` must be a tuple of ints, got {shape!r}.")
-    if not all(_is_int(n) for n in shape):
+    if not all(is_int(n) for n in shape):
         raise TypeError(f"{op}: `{name}` must be a tuple of ints, got {tuple(shape)!r}.")
     if any(n < 0 for n in shape):
         raise ValueError(f"{op}: `{name}` must have sizes >= 0, got {tuple(shape)}.")
@@ -265,6 +278,7 @@ def conv_geometry(
     groups: int,
     layout: Layout,
     x_name: str = "x",
+    input_dilation: IntOrPair = 1,
 ) -> ConvGeometry:
     """Validates a convolution's shapes and configuration and resolves its geometry.
 
@@ -274,6 +288,8 @@ def conv_geometry(
       w_shape: shape of the kernel: (kh, kw) with 2-D x, else OIHW (NCHW) or HWIO (NHWC).
       stride, padding, dilation, groups, layout: as in `jaxconv.conv2d`.
       x_name: what to call the input in messages.
+      input_dilation: the input's dilation (`lax.conv_general_dilated`'s `lhs_dilation`),
+        an int or a pair; with one above 1, `padding` must be explicit (as in lax).
 
     Returns:
       The resolved `ConvGeometry`.
@@ -286,6 +302,7 @@ def conv_geometry(
     x4, w4 = _promote_shapes(op, x_name, x_shape, w_shape, layout)
     stride2 = normalize_pair(op, "stride", stride, minimum=1)
     dilation2 = normalize_pair(op, "dilation", dilation, minimum=1)
+    input_dilation2 = normalize_pair(op, "lhs_dilation", input_dilation, minimum=1)
     groups = check_groups(op, groups)
 
     if layout == "NCHW":
@@ -319,9 +336,15 @@ def conv_geometry(
         )
 
     dilated = (dilation2[0] * (kh - 1) + 1, dilation2[1] * (kw - 1) + 1)
+    if isinstance(padding, str) and input_dilation2 != (1, 1):
+        raise ValueError(
+            f"{op}: `padding` {padding!r} is a string, but with `lhs_dilation` "
+            f"{input_dilation2} it must be explicit ((lo, hi) pairs), as in jax.lax."
+        )
     pads = resolve_padding(op, padding, (h, w), dilated, stride2)
+    in_hw = (_dilated(h, input_dilation2[0]), _dilated(w, input_dilation2[1]))
     out_hw = []
-    for axis, n, (lo, hi), k_dil, s in zip(("height", "width"), (h, w), pads, dilated, stride2):
+    for axis, n, (lo, hi), k_dil, s in zip(("height", "width"), in_hw, pads, dilated, stride2):
         padded = n + lo + hi
         if padded < 0:
             raise ValueError(
@@ -344,6 +367,7 @@ def conv_geometry(
         dilation=dilation2,
         padding=pads,
         out_hw=tuple(out_hw),
+        input_dilation=input_dilation2,
     )
 
 
@@ -475,7 +499,7 @@ def check_operands(op: str, a_name: str, a, b_name: str, b) -> None:
 
 def check_groups(op: str, groups) -> int:
     """`groups` as an int >= 1; raises TypeError or ValueError naming it."""
-    if not _is_int(groups):
+    if not is_int(groups):
         raise TypeError(f"{op}: `groups` must be an int, got {groups!r}.")
     if groups < 1:
         raise ValueError(f"{op}: `groups` must be >= 1, got {groups}.")
@@ -637,6 +661,7 @@ __all__ = [
     "conv2d_geometry",
     "conv_geometry",
     "conv_transpose_geometry",
+    "is_int",
     "normalize_layout",
     "normalize_pair",
     "normalize_string",

@@ -32,16 +32,29 @@ def taps(geom: ConvGeometry) -> list[Tap]:
     return [(a, b) for a in range(kh) for b in range(kw)]
 
 
-# --- Windows and their adjoint (eqs. 18–22). ------------------------------------------------
+# --- Windows and their adjoint (eqs. 18–22, 38). ---------------------------------------------
 
 
-def pad(x: jax.Array, pads: Pads, axes: tuple[int, int] = SPATIAL) -> jax.Array:
-    """P_{ℓ,h}(X) of eq. 22: `pads` = ((lo_h, hi_h), (lo_w, hi_w)) zeros on the two `axes`;
-    a negative entry crops. P_{−ℓ,−h} is its adjoint."""
+def pad(x: jax.Array, pads: Pads, axes=SPATIAL, dilation=(1, 1)) -> jax.Array:
+    """P_{ℓ,h}(D_l X), eqs. 22 and 38: l − 1 zeros between the entries on the two `axes`
+    (an input dilation, 1 for `conv2d`), then `pads` ((lo_h, hi_h), (lo_w, hi_w)) of zeros
+    on their sides, a negative entry cropping."""
     config = [(0, 0, 0)] * x.ndim
-    for axis, (lo, hi) in zip(axes, pads):
-        config[axis] = (lo, hi, 0)
+    for axis, (lo, hi), d in zip(axes, pads, dilation):
+        config[axis] = (lo, hi, d - 1)
     return lax.pad(x, jnp.zeros((), x.dtype), config)
+
+
+def pad_adjoint(g: jax.Array, pads: Pads, axes=SPATIAL, dilation=(1, 1)) -> jax.Array:
+    """D_lᵀ P_{−ℓ,−h}(G), the adjoint of `pad`: remove the padding (zero-fill what it
+    cropped), then keep every l-th entry, which the dilation's zeros did not replace."""
+    g = pad(g, tuple((-lo, -hi) for lo, hi in pads), axes)
+    if tuple(dilation) == (1, 1):
+        return g
+    strides = [1] * g.ndim
+    for axis, d in zip(axes, dilation):
+        strides[axis] = d
+    return lax.slice(g, [0] * g.ndim, g.shape, strides)
 
 
 def window(x_pad: jax.Array, tap: Tap, geom: ConvGeometry, axes=SPATIAL) -> jax.Array:
@@ -57,19 +70,13 @@ def window(x_pad: jax.Array, tap: Tap, geom: ConvGeometry, axes=SPATIAL) -> jax.
 
 
 def windows_adjoint(shares, geom: ConvGeometry, axes=SPATIAL) -> jax.Array:
-    """∂L/∂X from what each window received: Σ_{a,b} S_{a,b}ᵀ, then eq. 22's crop.
+    """∂L/∂X from what each window received: Σ_{a,b} S_{a,b}ᵀ, then `pad_adjoint`.
 
     S_{a,b}ᵀ is eq. 20 on both axes, one `lax.pad`: s − 1 zeros between entries, placed at
-    the tap's start (a·dh, b·dw) in the padded frame. P_{−ℓ,−h} then removes the padding
-    (and zero-fills what the forward cropped).
+    the tap's start (a·dh, b·dw) in the padded frame.
 
-    Args:
-      shares: pairs (tap, share), each share shaped like a window.
-      geom: the forward's geometry.
-      axes: the (H, W) axes of the shares.
-
-    Returns:
-      An array shaped like the forward's input.
+    `shares` are pairs (tap, share), each share shaped like a window, with (H, W) on `axes`;
+    the result is shaped like the forward's input.
     """
     (hp, wp), (eh, ew), (sh, sw) = geom.padded_hw, geom.window_extent_hw, geom.stride
     dx_pad = 0
@@ -79,17 +86,13 @@ def windows_adjoint(shares, geom: ConvGeometry, axes=SPATIAL) -> jax.Array:
         config[axes[0]] = (lo_h, hp - lo_h - eh, sh - 1)
         config[axes[1]] = (lo_w, wp - lo_w - ew, sw - 1)
         dx_pad = dx_pad + lax.pad(share, jnp.zeros((), share.dtype), config)
-    return pad(dx_pad, tuple((-lo, -hi) for lo, hi in geom.padding), axes)
+    return pad_adjoint(dx_pad, geom.padding, axes, geom.input_dilation)
 
 
 def _by_group(a: jax.Array, groups: int) -> jax.Array:
-    """(..., C) -> (..., G, C/G): channel γ·C_g + i at [..., γ, i]."""
+    """(..., C) -> (..., G, C/G): channel γ·C_g + i at [..., γ, i]; a tap's (C/G, O) kernel
+    -> (C/G, G, O/G)."""
     return a.reshape(*a.shape[:-1], groups, a.shape[-1] // groups)
-
-
-def _kernel_by_group(w_tap: jax.Array, groups: int) -> jax.Array:
-    """A tap's (C/G, O) kernel as (C/G, G, O/G)."""
-    return w_tap.reshape(w_tap.shape[0], groups, w_tap.shape[1] // groups)
 
 
 # --- The rules. ------------------------------------------------------------------------------
@@ -105,18 +108,17 @@ def forward(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
     Args:
       x: (N, H, W, C).
       w: (kh, kw, C/G, O).
-      geom: the geometry.
 
     Returns:
       (N, Ho, Wo, O), in the accumulation dtype.
     """
     acc, groups = accumulation_dtype(x.dtype), geom.groups
-    x_pad = pad(x, geom.padding)
+    x_pad = pad(x, geom.padding, dilation=geom.input_dilation)
     z = sum(
         jnp.einsum(
             "nrcgi,igo->nrcgo",
             _by_group(window(x_pad, tap, geom), groups),
-            _kernel_by_group(w[tap], groups),
+            _by_group(w[tap], groups),
             preferred_element_type=acc,
         )
         for tap in taps(geom)
@@ -125,7 +127,7 @@ def forward(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
 
 
 def grad_input(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
-    """∂L/∂X: eq. 31, then eq. 22's crop.
+    """∂L/∂X: eq. 31, then the adjoint of eq. 22's padding (and eq. 38's input dilation).
 
         ∂L/∂x̄[n, p, q, γ·C_g + i] = Σ_{a, b} Σ_{r, c: r·sh + a·dh = p, c·sw + b·dw = q}
                                        Σ_o g[n, r, c, γ·O_g + o] · w[a, b, i, γ·O_g + o]
@@ -137,7 +139,6 @@ def grad_input(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
     Args:
       g: ∂L/∂Z, (N, Ho, Wo, O).
       w: (kh, kw, C/G, O).
-      geom: the forward's geometry.
 
     Returns:
       (N, H, W, C), in the accumulation dtype.
@@ -146,12 +147,8 @@ def grad_input(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
     g_by_group = _by_group(g, groups)
 
     def share(tap: Tap) -> jax.Array:
-        s = jnp.einsum(
-            "nrcgo,igo->nrcgi",
-            g_by_group,
-            _kernel_by_group(w[tap], groups),
-            preferred_element_type=acc,
-        )
+        w_tap = _by_group(w[tap], groups)
+        s = jnp.einsum("nrcgo,igo->nrcgi", g_by_group, w_tap, preferred_element_type=acc)
         return s.reshape(*s.shape[:3], geom.in_channels)
 
     return windows_adjoint(((tap, share(tap)) for tap in taps(geom)), geom)
@@ -169,13 +166,13 @@ def grad_kernel(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
     Args:
       x: (N, H, W, C).
       g: ∂L/∂Z, (N, Ho, Wo, O).
-      geom: the forward's geometry.
 
     Returns:
       (kh, kw, C/G, O), in the accumulation dtype.
     """
     acc, groups = accumulation_dtype(x.dtype), geom.groups
-    x_pad, g_by_group = pad(x, geom.padding), _by_group(g, groups)
+    x_pad = pad(x, geom.padding, dilation=geom.input_dilation)
+    g_by_group = _by_group(g, groups)
     dw = [
         jnp.einsum(
             "nrcgi,nrcgo->igo",

@@ -22,13 +22,18 @@ import jax
 from jaxconv._src import geometry as geo
 from jaxconv._src import layout as lay
 from jaxconv._src.evaluation import evaluate as ev
-from jaxconv._src.evaluation.evaluate import PlanLike
+from jaxconv._src.evaluation.evaluate import PlanLike, PrecisionLike
 from jaxconv._src.evaluation.plan import Plan
 from jaxconv._src.geometry import ConvGeometry, IntOrPair, Layout
 
 
 def _forward(
-    x: jax.Array, w: jax.Array, b: jax.Array | None, geom: ConvGeometry, plan: Plan | str
+    x: jax.Array,
+    w: jax.Array,
+    b: jax.Array | None,
+    geom: ConvGeometry,
+    plan: Plan | str,
+    precision: str | None,
 ) -> jax.Array:
     """Y = grad_input(X, W) + b, `geom` being the conv whose ∂L/∂X this is."""
     rank, layout = geom.input_rank, geom.layout
@@ -37,24 +42,29 @@ def _forward(
         return ev.grad_input(x, w, geom, p)
 
     x_b, w_hwio = lay.to_batched(x, layout, rank), lay.kernel_to_hwio(w, layout, rank)
-    y = ev.on_platform(plan, geom, run, x_b, w_hwio)
+    y = ev.on_platform(plan, geom, precision, run, x_b, w_hwio)
     if b is not None:
         y = y + lay.along_channels(b.astype(y.dtype), layout)
     return lay.from_batched(y.astype(x.dtype), layout, rank)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def _conv_transpose2d(
-    x: jax.Array, w: jax.Array, b: jax.Array | None, geom: ConvGeometry, plan: Plan | str
+    x: jax.Array,
+    w: jax.Array,
+    b: jax.Array | None,
+    geom: ConvGeometry,
+    plan: Plan | str,
+    precision: str | None,
 ) -> jax.Array:
-    return _forward(x, w, b, geom, plan)
+    return _forward(x, w, b, geom, plan, precision)
 
 
-def _conv_transpose2d_fwd(x, w, b, geom, plan):
-    return _forward(x, w, b, geom, plan), (x, w, b)
+def _conv_transpose2d_fwd(x, w, b, geom, plan, precision):
+    return _forward(x, w, b, geom, plan, precision), (x, w, b)
 
 
-def _conv_transpose2d_bwd(geom, plan, residuals, g):
+def _conv_transpose2d_bwd(geom, plan, precision, residuals, g):
     # The adjoint of the input-gradient rule is the forward correlation (eq. 29); W and b
     # get the kernel rule (eq. 30) and bias rule with ∂L/∂Y in the role of the conv's X.
     x, w, b = residuals
@@ -65,7 +75,7 @@ def _conv_transpose2d_bwd(geom, plan, residuals, g):
 
     g = lay.to_batched(g, layout, rank)
     w_hwio, x_b = lay.kernel_to_hwio(w, layout, rank), lay.to_batched(x, layout, rank)
-    dx, dw = ev.on_platform(plan, geom, run, g, w_hwio, x_b)
+    dx, dw = ev.on_platform(plan, geom, precision, run, g, w_hwio, x_b)
     db = None if b is None else ev.grad_bias(g, layout).astype(b.dtype)
     return (
         lay.from_batched(dx.astype(x.dtype), layout, rank),
@@ -76,7 +86,7 @@ def _conv_transpose2d_bwd(geom, plan, residuals, g):
 
 _conv_transpose2d.defvjp(_conv_transpose2d_fwd, _conv_transpose2d_bwd)
 
-_conv_transpose2d_jit = jax.jit(_conv_transpose2d, static_argnums=(3, 4))
+_conv_transpose2d_jit = jax.jit(_conv_transpose2d, static_argnums=(3, 4, 5))
 
 
 def conv_transpose2d(
@@ -92,6 +102,7 @@ def conv_transpose2d(
     layout: Layout = "NCHW",
     padding_mode: str = "zeros",
     plan: PlanLike = "auto",
+    precision: PrecisionLike = None,
 ) -> jax.Array:
     """2-D transposed convolution (PyTorch's `conv_transpose2d`) from the hand-derived rules.
 
@@ -119,6 +130,7 @@ def conv_transpose2d(
       padding_mode: only "zeros", as in PyTorch.
       plan: "auto", "plain" or a `jaxconv.Plan` of the conv whose ∂L/∂X this is: its
         `grad_input` form runs the forward, its `forward` and `grad_kernel` forms the backward.
+      precision: of the contractions, as for `conv2d`.
 
     Returns:
       Y of shape (N, C_out, H_out, W_out) ("NCHW") or (N, H_out, W_out, C_out) ("NHWC"),
@@ -161,5 +173,5 @@ def conv_transpose2d(
         layout=layout,
         padding_mode=padding_mode,
     )
-    plan = ev.check_plan("conv_transpose2d", plan, geom)
-    return _conv_transpose2d_jit(x, w, b, geom, plan)
+    plan = ev.check_plan(op, plan, geom)
+    return _conv_transpose2d_jit(x, w, b, geom, plan, ev.check_precision(op, precision))

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxconv._src import geometry as geo
 from jaxconv._src import layout as lay
 from jaxconv._src import rules
 from jaxconv._src.evaluation import chunks, gemm, shallow
@@ -26,6 +27,8 @@ from jaxconv._src.evaluation.plan import PLAIN, Plan, choose
 from jaxconv._src.geometry import ConvGeometry
 
 PlanLike = Plan | Literal["auto", "plain"]
+PrecisionLike = str | lax.Precision | tuple | None
+PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
 
 # pass -> form -> (function, whether it takes channels-last arrays; else the caller's layout)
 _FORWARD = {
@@ -52,6 +55,7 @@ _GRAD_KERNEL = {
 
 FORMS = {"forward": _FORWARD, "grad_input": _GRAD_INPUT, "grad_kernel": _GRAD_KERNEL}
 
+
 def check_plan(op: str, plan, geom: ConvGeometry) -> Plan | Literal["auto"]:
     """The plan a call asked for, as a `Plan` or "auto"; raises naming `plan` unless it is
     "auto", "plain" or a `Plan` whose forms accept `geom`."""
@@ -65,13 +69,42 @@ def check_plan(op: str, plan, geom: ConvGeometry) -> Plan | Literal["auto"]:
     return plan
 
 
-def on_platform(plan: Plan | Literal["auto"], geom: ConvGeometry, run: Callable, *args):
+def check_precision(op: str, precision) -> str | None:
+    """`precision` as one of `PRECISIONS` (a hashable, static name) or None; raises naming it.
+
+    A pair, as `lax.dot_general` takes one per operand, must name one precision twice.
+    """
+    if precision is None:
+        return None
+    if isinstance(precision, (tuple, list)):
+        if len(precision) != 2 or precision[0] != precision[1]:
+            raise ValueError(
+                f"{op}: `precision` {precision!r}: one precision for both operands, or a pair "
+                "of two equal ones."
+            )
+        precision = precision[0]
+    if isinstance(precision, lax.Precision):
+        precision = precision.name
+    return geo.normalize_string(op, "precision", precision, PRECISIONS)
+
+
+def on_platform(
+    plan: Plan | Literal["auto"],
+    geom: ConvGeometry,
+    precision: str | None,
+    run: Callable,
+    *args,
+):
     """run(p, *args) for the plan p that `plan` names: itself, or for "auto" the plan
-    `choose` returns for the platform the computation is lowered for.
+    `choose` returns for the platform the computation is lowered for; every contraction
+    traced in it at `precision` (None: JAX's default).
 
     Where the plans of the platforms differ, `lax.platform_dependent` traces `run` once per
     plan and lowers only the branch of the platform being compiled for.
     """
+    if precision is not None:
+        with jax.default_matmul_precision(precision):
+            return on_platform(plan, geom, None, run, *args)
     if isinstance(plan, Plan) or geom.is_empty:  # nothing to evaluate: any plan will do
         return run(plan if isinstance(plan, Plan) else PLAIN, *args)
     cpu, gpu, tpu = (choose(geom, p) for p in ("cpu", "gpu", "tpu"))

@@ -128,7 +128,7 @@ def forward_rows(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
       (N, Ho, Wo, O) in the accumulation dtype.
     """
     acc = rules.accumulation_dtype(x.dtype)
-    x_pad = rules.pad(x, geom.padding)
+    x_pad = rules.pad(x, geom.padding, dilation=geom.input_dilation)
     z = sum(
         row_forward(row_windows(x_pad, a, geom), w[a], geom.groups, acc)
         for a in range(geom.kernel_hw[0])
@@ -168,7 +168,7 @@ def grad_kernel_taps(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arra
       (kh, kw, C//G, O) in the accumulation dtype.
     """
     acc = rules.accumulation_dtype(x.dtype)
-    x_pad = rules.pad(x, geom.padding)
+    x_pad = rules.pad(x, geom.padding, dilation=geom.input_dilation)
     g_rows = g.reshape(-1, geom.out_channels)
     windows = [window for a in range(geom.kernel_hw[0]) for window in row_windows(x_pad, a, geom)]
     dw = windows_kernel_grad(windows, g_rows, geom.groups, acc)
@@ -186,7 +186,7 @@ def grad_kernel_rows(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arra
       (kh, kw, C//G, O) in the accumulation dtype.
     """
     acc = rules.accumulation_dtype(x.dtype)
-    x_pad = rules.pad(x, geom.padding)
+    x_pad = rules.pad(x, geom.padding, dilation=geom.input_dilation)
     g_rows = g.reshape(-1, geom.out_channels)
     return jnp.stack(
         [

@@ -111,7 +111,10 @@ class Plan:
         for name in ("forward", "grad_input", "grad_kernel"):
             form = getattr(self, name)
             if form == "winograd" and not wg.accepts(geom):
-                return f"{name} form 'winograd' needs a 3×3 kernel, stride 1, one group; {kernel}"
+                return (
+                    f"{name} form 'winograd' needs a 3×3 kernel, stride 1, one group and an "
+                    f"undilated input; {kernel}, input dilation {geom.input_dilation}"
+                )
             if form == "depthwise" and not shallow.accepts_depthwise(geom):
                 return (
                     f"{name} form 'depthwise' needs one input channel per group; "

@@ -41,7 +41,7 @@ def forward_fused(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
     layout, axis, axes = geom.layout, lay.channel_axis(geom.layout), lay.spatial_axes(geom.layout)
     acc = rules.accumulation_dtype(x.dtype)
     c_per_group, out_per_group = w.shape[2], geom.out_channels // geom.groups
-    x_pad = rules.pad(x, geom.padding, axes)
+    x_pad = rules.pad(x, geom.padding, axes, geom.input_dilation)
     return sum(
         jnp.repeat(lax.slice_in_dim(window, i, None, c_per_group, axis), out_per_group, axis)
         * lay.along_channels(w[a, b, i].astype(acc), layout)
@@ -96,7 +96,7 @@ def grad_kernel_depthwise(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax
     layout, axis = geom.layout, lay.channel_axis(geom.layout)
     acc = rules.accumulation_dtype(x.dtype)
     axes = lay.spatial_axes(layout)
-    x_pad = rules.pad(x.astype(acc), geom.padding, axes)
+    x_pad = rules.pad(x.astype(acc), geom.padding, axes, geom.input_dilation)
     repeats = geom.out_channels // geom.groups
     dw = [
         sum_over_positions(
@@ -148,7 +148,7 @@ def grad_kernel_shallow(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.A
     layout, axis = geom.layout, lay.channel_axis(geom.layout)
     axes = lay.spatial_axes(layout)
     c_per_group, out_per_group = geom.in_channels // geom.groups, geom.out_channels // geom.groups
-    x_pad = rules.pad(x, geom.padding, axes)
+    x_pad = rules.pad(x, geom.padding, axes, geom.input_dilation)
     windows = jnp.stack([rules.window(x_pad, tap, geom, axes) for tap in rules.taps(geom)])
     positions = lay.position_axes(layout)
     dw = jnp.concatenate(

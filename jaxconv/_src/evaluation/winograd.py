@@ -137,8 +137,14 @@ def kernel_grad(x_pad: jax.Array, g: jax.Array, acc) -> jax.Array:
 
 
 def accepts(geom: ConvGeometry) -> bool:
-    """F(2×2, 3×3) computes an ungrouped 3×3 correlation at stride 1 (any dilation)."""
-    return geom.kernel_hw == (3, 3) and geom.stride == (1, 1) and geom.groups == 1
+    """F(2×2, 3×3) computes an ungrouped 3×3 correlation at stride 1 (any kernel dilation) of
+    an undilated input."""
+    return (
+        geom.kernel_hw == (3, 3)
+        and geom.stride == (1, 1)
+        and geom.groups == 1
+        and geom.input_dilation == (1, 1)
+    )
 
 
 def tile_aligned(pads: Pads, out_hw: tuple[int, int], dilation: tuple[int, int]) -> Pads:

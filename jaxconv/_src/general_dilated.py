@@ -1,0 +1,219 @@
+"""`conv_general_dilated`: `jax.lax.conv_general_dilated`'s signature and semantics for two
+spatial dimensions, computed by jaxconv's rules and differentiated by its hand-derived ones.
+
+Every call becomes one `conv2d` in NCHW/OIHW: the operands are transposed by the dimension
+numbers; an input dilation is part of the padding operator of the rules (derivation eq. 38);
+batch groups are feature groups of a regrouped input (eq. 39). Flax's `nnx.Conv` and
+`linen.Conv` take it as their `conv_general_dilated=` argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxconv._src import geometry as geo
+from jaxconv._src.convolution import _conv2d_jit
+from jaxconv._src.evaluation import evaluate as ev
+from jaxconv._src.evaluation.evaluate import PlanLike, PrecisionLike
+
+OP = "conv_general_dilated"
+Perm = tuple[int, int, int, int]
+
+
+def _permutations(dimension_numbers) -> tuple[Perm, Perm, Perm]:
+    """(lhs, rhs, out) permutations to (N, C, H, W), (O, I, H, W), (N, C, H, W), as lax
+    reads `dimension_numbers`: None (NCHW, OIHW, NCHW), three strings such as ("NHWC", "HWIO",
+    "NHWC") whose spatial letters are matched to the kernel's order, or lax's
+    `ConvDimensionNumbers` of index tuples."""
+    if dimension_numbers is None:
+        return ((0, 1, 2, 3),) * 3
+    if hasattr(dimension_numbers, "lhs_spec"):  # lax.ConvDimensionNumbers
+        perms = tuple(
+            tuple(int(i) for i in getattr(dimension_numbers, f"{name}_spec"))
+            for name in ("lhs", "rhs", "out")
+        )
+        if not all(sorted(p) == [0, 1, 2, 3] for p in perms):
+            raise ValueError(
+                f"{OP}: `dimension_numbers` {dimension_numbers} must permute 4 dimensions "
+                "(two spatial ones): jaxconv computes 2-D convolutions."
+            )
+        return perms  # type: ignore[return-value]
+    specs = dimension_numbers
+    if (
+        not isinstance(specs, Sequence)
+        or len(specs) != 3
+        or not all(isinstance(s, str) for s in specs)
+    ):
+        raise TypeError(
+            f"{OP}: `dimension_numbers` must be None, three strings such as "
+            f"('NHWC', 'HWIO', 'NHWC') or a lax.ConvDimensionNumbers; got {dimension_numbers!r}."
+        )
+    lhs_spec, rhs_spec, out_spec = specs
+    pairs = (("N", "C"), ("O", "I"), ("N", "C"))
+    for spec, pair in zip(specs, pairs):
+        if len(spec) != 4 or len(set(spec)) != 4 or not set(pair) <= set(spec):
+            raise ValueError(
+                f"{OP}: `dimension_numbers` {tuple(specs)}: {spec!r} must hold {pair[0]!r}, "
+                f"{pair[1]!r} and two spatial letters, each once (jaxconv is 2-D)."
+            )
+    spatial = [set(s) - set(p) for s, p in zip(specs, pairs)]
+    if not spatial[0] == spatial[1] == spatial[2]:
+        raise ValueError(
+            f"{OP}: `dimension_numbers` {tuple(specs)} must use the same spatial letters in "
+            "all three specs."
+        )
+
+    def perm(spec: str, pair: tuple[str, str]) -> Perm:
+        # Spatial axes in the kernel's order of their letters, as lax pairs them.
+        axes = [i for i, c in enumerate(spec) if c not in pair]
+        axes.sort(key=lambda i: rhs_spec.index(spec[i]))
+        return (spec.index(pair[0]), spec.index(pair[1]), *axes)  # type: ignore[return-value]
+
+    return perm(lhs_spec, pairs[0]), perm(rhs_spec, pairs[1]), perm(out_spec, pairs[2])
+
+
+def _count(name: str, value) -> int:
+    if not geo.is_int(value):
+        raise TypeError(f"{OP}: `{name}` must be an int, got {value!r}.")
+    if value < 1:
+        raise ValueError(f"{OP}: `{name}` must be >= 1, got {value}.")
+    return int(value)
+
+
+def _spatial(name: str, value, default: int | None) -> tuple[int, int]:
+    """A per-spatial-dimension sequence, as lax takes it (None: `default` on both)."""
+    if value is None and default is not None:
+        return (default, default)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise TypeError(
+            f"{OP}: `{name}` must be a sequence of two ints (one per spatial dimension), "
+            f"got {value!r}."
+        )
+    return geo.normalize_pair(OP, name, tuple(value), minimum=1)
+
+
+def conv_general_dilated(
+    lhs: jax.typing.ArrayLike,
+    rhs: jax.typing.ArrayLike,
+    window_strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision: PrecisionLike = None,
+    preferred_element_type=None,
+    out_sharding=None,
+    *,
+    plan: PlanLike = "auto",
+) -> jax.Array:
+    """`jax.lax.conv_general_dilated` for two spatial dimensions, by jaxconv's rules.
+
+    The same arguments and result as lax (see its documentation), for 4-D operands; its
+    gradients are jaxconv's hand-derived rules (`conv2d`'s custom_vjp).
+
+    Args:
+      lhs: the input, 4-D, laid out as `dimension_numbers[0]` says.
+      rhs: the kernel, 4-D, as `dimension_numbers[1]`.
+      window_strides: two ints.
+      padding: "VALID", "SAME" or "SAME_LOWER" (any case), or two (lo, hi) pairs; with an
+        `lhs_dilation` above 1, pairs only (as in lax).
+      lhs_dilation: the input's dilation, two ints (a transposed convolution's stride).
+      rhs_dilation: the kernel's dilation, two ints.
+      dimension_numbers: None (NCHW, OIHW, NCHW), three strings, or a
+        `lax.ConvDimensionNumbers`.
+      feature_group_count: channel groups (`conv2d`'s `groups`).
+      batch_group_count: groups of the batch, each with its own output channels; at most one
+        of the two counts above 1.
+      precision: of the contractions, forward and backward (`conv2d`'s `precision`).
+      preferred_element_type: accumulate in this floating dtype and return it.
+      out_sharding: where the result is placed (`jax.sharding.reshard`), as lax does.
+      plan: how jaxconv evaluates the rules, as for `conv2d` (keyword-only).
+
+    Returns:
+      The output, laid out as `dimension_numbers[2]` says; dtype `preferred_element_type`
+      or that of `lhs`.
+
+    Raises:
+      ValueError, TypeError: naming the argument, before computing, where lax would raise
+        and where jaxconv cannot follow lax (not two spatial dimensions, integer dtypes).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> x, w = jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 4))
+      >>> z = jaxconv.conv_general_dilated(x, w, (2, 2), "SAME", lhs_dilation=None,
+      ...     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      >>> z.shape, float(z[0, 1, 1, 0])
+      ((1, 3, 3, 4), 18.0)
+    """
+    lhs, rhs = geo.as_array(OP, "lhs", lhs), geo.as_array(OP, "rhs", rhs)
+    for name, a in (("lhs", lhs), ("rhs", rhs)):
+        if a.ndim != 4:
+            raise ValueError(
+                f"{OP}: `{name}` must be 4-D (two spatial dimensions; jaxconv computes 2-D "
+                f"convolutions only), got shape {tuple(a.shape)}."
+            )
+    geo.check_operands(OP, "lhs", lhs, "rhs", rhs)
+    out_dtype = lhs.dtype
+    if preferred_element_type is not None:
+        out_dtype = jnp.dtype(preferred_element_type)
+        geo.check_floating(OP, "preferred_element_type", out_dtype)
+    lhs_perm, rhs_perm, out_perm = _permutations(dimension_numbers)
+    strides = _spatial("window_strides", window_strides, None)
+    input_dilation = _spatial("lhs_dilation", lhs_dilation, 1)
+    kernel_dilation = _spatial("rhs_dilation", rhs_dilation, 1)
+    features = _count("feature_group_count", feature_group_count)
+    batches = _count("batch_group_count", batch_group_count)
+    if features > 1 and batches > 1:
+        raise ValueError(
+            f"{OP}: at most one of `feature_group_count` ({features}) and `batch_group_count` "
+            f"({batches}) may be above 1, as in lax."
+        )
+
+    x, w = jnp.transpose(lhs, lhs_perm), jnp.transpose(rhs, rhs_perm)  # NCHW, OIHW
+    (n, c, _, _), (o, i, _, _) = x.shape, w.shape
+    shapes = f"`lhs` {tuple(lhs.shape)} and `rhs` {tuple(rhs.shape)}"
+    if c != i * features:
+        raise ValueError(
+            f"{OP}: {shapes}: the input features C = {c} must be the kernel's input features "
+            f"{i} × `feature_group_count` {features}."
+        )
+    for count, name in ((features, "feature_group_count"), (batches, "batch_group_count")):
+        if o % count:
+            raise ValueError(
+                f"{OP}: {shapes}: `{name}` ({count}) must divide the output features O = {o}."
+            )
+    if n % batches:
+        raise ValueError(
+            f"{OP}: {shapes}: `batch_group_count` ({batches}) must divide the batch N = {n}."
+        )
+    if batches > 1:
+        # Eq. 39: image b·N/B + m of batch group b is image m's channel block b of a conv
+        # with B feature groups.
+        h, wd = x.shape[2:]
+        x = x.reshape(batches, n // batches, c, h, wd).transpose(1, 0, 2, 3, 4)
+        x = x.reshape(n // batches, batches * c, h, wd)
+    if jnp.promote_types(x.dtype, out_dtype) == out_dtype != x.dtype:
+        x, w = x.astype(out_dtype), w.astype(out_dtype)  # accumulate in the wider dtype
+    geom = geo.conv_geometry(
+        OP,
+        x.shape,
+        w.shape,
+        stride=strides,
+        padding=padding,
+        dilation=kernel_dilation,
+        groups=max(features, batches),
+        layout="NCHW",
+        x_name="lhs",
+        input_dilation=input_dilation,
+    )
+    plan, precision = ev.check_plan(OP, plan, geom), ev.check_precision(OP, precision)
+    z = _conv2d_jit(x, w, None, geom, plan, precision)
+    out = jnp.transpose(z, tuple(int(k) for k in np.argsort(out_perm))).astype(out_dtype)
+    return out if out_sharding is None else jax.sharding.reshard(out, out_sharding)

@@ -1,0 +1,327 @@
+"""conv_general_dilated: lax.conv_general_dilated's contract, values and gradients, by
+jaxconv's rules; a named error where it cannot follow lax."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax import lax
+
+import jaxconv
+from tests.helpers import jit_fast_compile, rel_err
+
+TOL = 1e-10
+
+
+def _shape(spec: str, sizes: dict[str, int]) -> tuple[int, ...]:
+    return tuple(sizes[c] for c in spec)
+
+
+def _assert_matches_lax(lhs, rhs, cot_seed=0, **kwargs):
+    """Value and both gradients of jaxconv's and lax's, compiled as one program."""
+
+    @jit_fast_compile
+    def both(lhs, rhs):
+        out = []
+        for conv in (jaxconv.conv_general_dilated, lax.conv_general_dilated):
+            z, vjp = jax.vjp(lambda a, b, conv=conv: conv(a, b, **kwargs), lhs, rhs)
+            cot = jnp.asarray(np.random.default_rng(cot_seed).standard_normal(z.shape), z.dtype)
+            out.append((z, *vjp(cot)))
+        return out
+
+    ours, theirs = both(lhs, rhs)
+    for name, a, b in zip(("out", "d_lhs", "d_rhs"), ours, theirs):
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        assert rel_err(a, b) <= TOL, name
+
+
+def _operands(lhs_spec, rhs_spec, n=2, c=4, o=6, hw=(9, 8), khw=(3, 2), groups=1, seed=0):
+    rng = np.random.default_rng(seed)
+    sizes = dict(N=n, C=c, H=hw[0], W=hw[1])
+    lhs = rng.standard_normal(_shape(lhs_spec, sizes))
+    rhs = rng.standard_normal(_shape(rhs_spec, dict(O=o, I=c // groups, H=khw[0], W=khw[1])))
+    return jnp.asarray(lhs), jnp.asarray(rhs)
+
+
+DIMENSION_NUMBERS = [
+    None,
+    ("NCHW", "OIHW", "NCHW"),
+    ("NHWC", "HWIO", "NHWC"),
+    ("NCHW", "HWIO", "NHWC"),  # mixed, as in JAX's own tests
+    ("NHWC", "OIHW", "NCHW"),
+    ("CHWN", "IOWH", "HNWC"),  # spatial axes in the kernel's order (W before H here)
+    ("WNCH", "HWOI", "CWNH"),
+]
+
+
+@pytest.mark.parametrize("dims", DIMENSION_NUMBERS)
+def test_dimension_numbers(dims):
+    specs = dims or ("NCHW", "OIHW", "NCHW")
+    lhs, rhs = _operands(specs[0], specs[1])
+    _assert_matches_lax(
+        lhs, rhs, window_strides=(2, 1), padding="SAME", rhs_dilation=(1, 2), dimension_numbers=dims
+    )
+
+
+def test_conv_dimension_numbers_objects():
+    lhs, rhs = _operands("NHWC", "HWIO")
+    dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
+    _assert_matches_lax(lhs, rhs, window_strides=(1, 1), padding="VALID", dimension_numbers=dims)
+
+
+# (lhs_dilation, window_strides, padding, rhs_dilation): the input gradient of a strided conv is
+# a conv with input dilation (derivation eq. 38); strides and negative paddings beside it.
+LHS_DILATION_CASES = [
+    ((2, 2), (1, 1), ((2, 2), (1, 1)), (1, 1)),
+    ((2, 3), (2, 1), ((1, 2), (0, 1)), (1, 2)),
+    ((3, 1), (1, 3), ((-1, 2), (2, -1)), (2, 1)),
+    ((1, 2), (2, 2), ((0, 0), (0, 0)), (1, 1)),
+    ((4, 2), (3, 1), ((3, -2), (1, 1)), (2, 3)),
+]
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("lhs_dilation, strides, padding, rhs_dilation", LHS_DILATION_CASES)
+def test_lhs_dilation(lhs_dilation, strides, padding, rhs_dilation, groups):
+    lhs, rhs = _operands("NCHW", "OIHW", groups=groups)
+    _assert_matches_lax(
+        lhs,
+        rhs,
+        window_strides=strides,
+        padding=padding,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        feature_group_count=groups,
+    )
+
+
+def test_the_input_gradient_of_a_strided_conv_is_a_conv_with_input_dilation():
+    # ∂L/∂X of a stride-2 conv = the full correlation of the 2-dilated ∂L/∂Z with the rotated,
+    # channel-swapped kernel (eq. 25, derivation §13): conv_general_dilated computes it.
+    rng = np.random.default_rng(1)
+    x, w = (
+        jnp.asarray(rng.standard_normal((2, 3, 9, 9))),
+        jnp.asarray(rng.standard_normal((4, 3, 3, 3))),
+    )
+    g = jnp.asarray(rng.standard_normal((2, 4, 4, 4)))
+    expected = jaxconv.conv2d_grad_input(g, w, x.shape, stride=2)
+    rotated = jnp.flip(w, (2, 3)).transpose(1, 0, 2, 3)
+    got = jaxconv.conv_general_dilated(g, rotated, (1, 1), [(2, 2), (2, 2)], lhs_dilation=(2, 2))
+    assert rel_err(got, expected) <= 1e-12
+
+
+@pytest.mark.parametrize("batch_groups, n, o", [(2, 4, 6), (3, 6, 3), (4, 4, 8)])
+@pytest.mark.parametrize("dims", [None, ("NHWC", "HWIO", "NHWC")])
+def test_batch_group_count(batch_groups, n, o, dims):
+    specs = dims or ("NCHW", "OIHW", "NCHW")
+    lhs, rhs = _operands(specs[0], specs[1], n=n, o=o)
+    _assert_matches_lax(
+        lhs,
+        rhs,
+        window_strides=(1, 2),
+        padding=[(1, 0), (2, 1)],
+        batch_group_count=batch_groups,
+        dimension_numbers=dims,
+    )
+
+
+@pytest.mark.parametrize(
+    "dtype, preferred",
+    [(jnp.bfloat16, jnp.float32), (jnp.float16, jnp.float32), (jnp.float32, jnp.float64)],
+)
+def test_preferred_element_type_accumulates_and_returns_that_type(dtype, preferred):
+    lhs, rhs = (a.astype(dtype) for a in _operands("NCHW", "OIHW"))
+    kwargs = dict(window_strides=(1, 1), padding="SAME", preferred_element_type=preferred)
+    z = jaxconv.conv_general_dilated(lhs, rhs, **kwargs)
+    expected = lax.conv_general_dilated(lhs, rhs, precision="highest", **kwargs)
+    assert z.dtype == expected.dtype == preferred
+    # Products of half-precision numbers are exact in float32: only the sums' order differs.
+    assert rel_err(z, expected) <= (1e-6 if preferred == jnp.float32 else 1e-14)
+    grads = jax.grad(lambda a, b: jaxconv.conv_general_dilated(a, b, **kwargs).sum(), (0, 1))
+    assert [g.dtype for g in grads(lhs, rhs)] == [dtype, dtype]
+
+
+@pytest.mark.parametrize(
+    "precision",
+    [
+        None,
+        "highest",
+        "HIGH",
+        "default",
+        "float32",
+        lax.Precision.HIGHEST,
+        (lax.Precision.HIGH, lax.Precision.HIGH),
+    ],
+)
+def test_precision_reaches_the_contractions(precision):
+    lhs, rhs = (a.astype(jnp.float32) for a in _operands("NCHW", "OIHW"))
+    conv = functools.partial(
+        jaxconv.conv_general_dilated, window_strides=(1, 1), padding="SAME", precision=precision
+    )
+    z = conv(lhs, rhs)
+    assert (
+        rel_err(z, lax.conv_general_dilated(lhs, rhs, (1, 1), "SAME", precision="highest")) <= 1e-5
+    )
+    if precision is not None:  # forward and backward both traced at that precision
+        jaxpr = str(jax.make_jaxpr(jax.grad(lambda a: conv(a, rhs).sum()))(lhs))
+        name = precision[0] if isinstance(precision, tuple) else precision
+        name = name.name if isinstance(name, lax.Precision) else name.upper()
+        assert f"Precision.{name}" in jaxpr or name in ("FLOAT32",)
+
+
+def test_gradients_are_the_hand_rules():
+    lhs, rhs = _operands("NHWC", "HWIO")
+    conv = functools.partial(
+        jaxconv.conv_general_dilated,
+        window_strides=(2, 1),
+        padding=[(1, 1), (0, 2)],
+        lhs_dilation=(2, 1),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda a, b: conv(a, b).sum(), (0, 1)))(lhs, rhs))
+    assert "conv_general_dilated" not in jaxpr  # slices and contractions only
+
+
+def test_out_sharding_places_the_result():
+    lhs, rhs = _operands("NCHW", "OIHW")
+    mesh = jax.make_mesh((1,), ("data",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    z = jaxconv.conv_general_dilated(lhs, rhs, (1, 1), "SAME", out_sharding=sharding)
+    assert z.sharding.is_equivalent_to(sharding, z.ndim)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(lhs=np.zeros((2, 4, 9))), ValueError, "`lhs` must be 4-D (two spatial dimensions"),
+        (dict(rhs=np.zeros((6, 4, 3, 3, 1))), ValueError, "`rhs` must be 4-D"),
+        (
+            dict(lhs=np.zeros((2, 4, 9, 8), np.int32), rhs=np.zeros((6, 4, 3, 3), np.int32)),
+            TypeError,
+            "`lhs` must have a real floating dtype",
+        ),
+        (dict(preferred_element_type=jnp.int32), TypeError, "`preferred_element_type` must"),
+        (dict(padding="SAME", lhs_dilation=(2, 1)), ValueError, "`padding` 'SAME' is a string"),
+        (dict(feature_group_count=2, batch_group_count=2), ValueError, "at most one of"),
+        (dict(batch_group_count=4), ValueError, "`batch_group_count` (4) must divide the output"),
+        (
+            dict(batch_group_count=3, rhs=np.zeros((3, 4, 3, 3))),
+            ValueError,
+            "must divide the batch N = 2",
+        ),
+        (dict(rhs=np.zeros((6, 3, 3, 3))), ValueError, "the input features C = 4 must be"),
+        (dict(window_strides=2), TypeError, "`window_strides` must be a sequence of two ints"),
+        (dict(window_strides=(0, 1)), ValueError, "`window_strides` must be >= 1"),
+        (dict(lhs_dilation=(1, 1, 1)), TypeError, "`lhs_dilation` must be a sequence of two"),
+        (dict(dimension_numbers=("NCH", "OIH", "NCH")), ValueError, "two spatial letters"),
+        (dict(dimension_numbers=("NCHW", "OIHW", "NCWD")), ValueError, "same spatial letters"),
+        (dict(dimension_numbers="NCHW"), TypeError, "`dimension_numbers` must be None, three"),
+        (dict(feature_group_count=0), ValueError, "`feature_group_count` must be >= 1"),
+        (dict(precision="fast"), ValueError, "`precision` must be one of"),
+        (dict(precision=("high", "highest")), ValueError, "one precision for both operands"),
+        (dict(padding=[(1, 1), (-9, 0)]), ValueError, "`padding` ((1, 1), (-9, 0)) crops more"),
+    ],
+)
+def test_where_it_cannot_follow_lax_the_error_names_the_argument(kwargs, error, message):
+    args = dict(
+        lhs=np.zeros((2, 4, 9, 8)),
+        rhs=np.zeros((6, 4, 3, 3)),
+        window_strides=(1, 1),
+        padding="VALID",
+    )
+    args.update(kwargs)
+    with pytest.raises(error, match="^conv_general_dilated: .*" + re.escape(message)):
+        jaxconv.conv_general_dilated(**args)
+
+
+@st.composite
+def _calls(draw):
+    """A valid call: any dimension numbers, input and kernel dilation, strides, explicit or
+    string padding, feature or batch groups."""
+    perm = lambda s: "".join(draw(st.permutations(s)))  # noqa: E731
+    dims = (perm("NCHW"), perm("OIHW"), perm("NCHW"))
+    kind = draw(st.sampled_from(["plain", "features", "batch"]))
+    groups = 1 if kind == "plain" else draw(st.integers(2, 3))
+    n = groups * draw(st.integers(1, 2)) if kind == "batch" else draw(st.integers(1, 3))
+    c_per_group = draw(st.integers(1, 3))
+    c = c_per_group * (groups if kind == "features" else 1)
+    o = groups * draw(st.integers(1, 2))
+    khw = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    lhs_dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    rhs_dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    hw = (draw(st.integers(1, 6)), draw(st.integers(1, 6)))
+    if lhs_dilation == (1, 1) and draw(st.booleans()):
+        padding = draw(st.sampled_from(["VALID", "SAME", "SAME_LOWER"]))
+    else:
+        padding = [(draw(st.integers(-1, 3)), draw(st.integers(-1, 3))) for _ in range(2)]
+    # The padded, dilated input must hold the dilated kernel at least once.
+    for axis in range(2):
+        if isinstance(padding, str):
+            break
+        need = rhs_dilation[axis] * (khw[axis] - 1) + 1 - sum(padding[axis])
+        dilated = (hw[axis] - 1) * lhs_dilation[axis] + 1
+        if dilated < need:
+            padding[axis] = (padding[axis][0] + need - dilated, padding[axis][1])
+    sizes = dict(N=n, C=c, H=hw[0], W=hw[1])
+    kernel = dict(O=o, I=c_per_group, H=khw[0], W=khw[1])
+    return (
+        _shape(dims[0], sizes),
+        _shape(dims[1], kernel),
+        dict(
+            window_strides=strides,
+            padding=padding,
+            lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=dims,
+            feature_group_count=groups if kind == "features" else 1,
+            batch_group_count=groups if kind == "batch" else 1,
+        ),
+    )
+
+
+@settings(max_examples=settings.default.max_examples // 2)
+@given(_calls(), st.integers(0, 2**31 - 1))
+def test_hypothesis_matches_lax(call, seed):
+    lhs_shape, rhs_shape, kwargs = call
+    rng = np.random.default_rng(seed)
+    lhs, rhs = (jnp.asarray(rng.standard_normal(s)) for s in (lhs_shape, rhs_shape))
+    _assert_matches_lax(lhs, rhs, cot_seed=seed, **kwargs)
+
+
+def test_every_supported_plan_matches_lax():
+    lhs, rhs = _operands("NHWC", "HWIO", n=3)
+    kwargs = dict(
+        window_strides=(2, 1),
+        padding=[(2, 1), (1, 1)],
+        lhs_dilation=(2, 2),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+    # The geometry of the NCHW conv2d it becomes: 3 images, 4 channels, dilated 17×15 input.
+    geom = jaxconv.ConvGeometry(
+        layout="NCHW",
+        input_rank=4,
+        batch=3,
+        in_channels=4,
+        out_channels=6,
+        groups=1,
+        in_hw=(9, 8),
+        kernel_hw=(3, 2),
+        stride=(2, 1),
+        dilation=(1, 1),
+        padding=((2, 1), (1, 1)),
+        out_hw=(9, 16),
+        input_dilation=(2, 2),
+    )
+    plans = jaxconv.supported(geom)
+    assert len(plans) >= 5 and not any(p.forward == "winograd" for p in plans)
+    expected = lax.conv_general_dilated(lhs, rhs, **kwargs)
+    for plan in plans:
+        assert rel_err(jaxconv.conv_general_dilated(lhs, rhs, plan=plan, **kwargs), expected) <= TOL
