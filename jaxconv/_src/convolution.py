@@ -213,10 +213,10 @@ def conv2d(
         groups=groups,
         layout=layout,
     )
-    padding_mode = pm.check_padding_mode(op, padding_mode, geom)
+    mode = pm.check_padding_mode(op, padding_mode, geom)
     plan, precision = ev.check_plan(op, plan, geom), ev.check_precision(op, precision)
-    if padding_mode != "zeros":
-        x = pm.pad_input(x, geom, padding_mode)
+    if mode != "zeros":
+        x = pm.pad_input(x, geom, mode)
         geom = geo.resolve_conv2d(
             op,
             x,

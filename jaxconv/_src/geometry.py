@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Iterable, Sequence
+from typing import Literal, TypeGuard
 
 import jax
 import jax.numpy as jnp
@@ -66,22 +66,22 @@ class ConvGeometry:
     @property
     def dilated_kernel_hw(self) -> tuple[int, int]:
         """Extent of the kernel once its taps sit `dilation` apart: d·(k-1)+1."""
-        return tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_hw))
+        return per_axis(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_hw))
 
     @property
     def dilated_in_hw(self) -> tuple[int, int]:
         """(H, W) of the input after its dilation: (n − 1)·l + 1, or 0 for an empty axis."""
-        return tuple(_dilated(n, d) for n, d in zip(self.in_hw, self.input_dilation))
+        return per_axis(_dilated(n, d) for n, d in zip(self.in_hw, self.input_dilation))
 
     @property
     def padded_hw(self) -> tuple[int, int]:
         """(H, W) after dilating and padding (or cropping) the input."""
-        return tuple(n + lo + hi for n, (lo, hi) in zip(self.dilated_in_hw, self.padding))
+        return per_axis(n + lo + hi for n, (lo, hi) in zip(self.dilated_in_hw, self.padding))
 
     @property
     def window_extent_hw(self) -> tuple[int, int]:
         """Rows and columns one tap's strided window spans in the padded input: (Ho−1)·s+1."""
-        return tuple((n - 1) * s + 1 for n, s in zip(self.out_hw, self.stride))
+        return per_axis((n - 1) * s + 1 for n, s in zip(self.out_hw, self.stride))
 
     @property
     def is_empty(self) -> bool:
@@ -106,11 +106,23 @@ class ConvGeometry:
         return (*batch_shape, *self.out_hw, self.out_channels)
 
 
+def per_axis(values: Iterable[int]) -> tuple[int, int]:
+    """Two per-axis values, (height, width), as a pair."""
+    h, w = values
+    return (h, w)
+
+
+def per_axis_pads(values: Iterable[tuple[int, int]]) -> Pads:
+    """Two per-axis (lo, hi) pairs as `Pads`."""
+    h, w = values
+    return (h, w)
+
+
 def _dilated(n: int, dilation: int) -> int:
     return (n - 1) * dilation + 1 if n else 0
 
 
-def is_int(value) -> bool:
+def is_int(value: object) -> TypeGuard[int | np.integer]:
     """A Python or NumPy integer, not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
@@ -130,7 +142,7 @@ def normalize_pair(op: str, name: str, value: IntOrPair, *, minimum: int | None)
         and len(value) == 2
         and all(is_int(v) for v in value)
     ):
-        pair = (int(value[0]), int(value[1]))
+        pair = per_axis(int(v) for v in value)
     else:
         raise TypeError(f"{op}: `{name}` must be an int or a pair of ints, got {value!r}.")
     if minimum is not None and min(pair) < minimum:
@@ -165,16 +177,22 @@ def resolve_padding(
                 total = max((-(-n // s) - 1) * s + k_dil - n, 0)
                 small, large = total // 2, total - total // 2
                 pads.append((small, large) if mode == "SAME" else (large, small))
-            return tuple(pads)
+            return per_axis_pads(pads)
     if is_int(padding):
-        return ((int(padding),) * 2, (int(padding),) * 2)
+        return ((int(padding), int(padding)), (int(padding), int(padding)))
     if isinstance(padding, Sequence) and len(padding) == 2:
         if all(is_int(p) for p in padding):
-            return tuple((int(p), int(p)) for p in padding)
-        if all(
-            isinstance(p, Sequence) and len(p) == 2 and all(is_int(v) for v in p) for p in padding
-        ):
-            return tuple((int(lo), int(hi)) for lo, hi in padding)
+            return per_axis_pads((int(p), int(p)) for p in padding if is_int(p))
+        pairs = [
+            p
+            for p in padding
+            if isinstance(p, Sequence)
+            and not isinstance(p, str)
+            and len(p) == 2
+            and all(is_int(v) for v in p)
+        ]
+        if len(pairs) == 2:
+            return per_axis_pads((int(lo), int(hi)) for lo, hi in pairs)
     raise TypeError(
         f"{op}: malformed `padding` {padding!r}; expected one of {PADDING_STRINGS}, an int, "
         "a pair of ints or ((lo_h, hi_h), (lo_w, hi_w))."
@@ -263,8 +281,7 @@ def _promote_shapes(
         x4 = (1, 1, *x_shape) if layout == "NCHW" else (1, *x_shape, 1)
         w4 = (1, 1, *w_shape) if layout == "NCHW" else (*w_shape, 1, 1)
         return x4, w4
-    x4 = x_shape if len(x_shape) == 4 else (1, *x_shape)
-    return x4, tuple(w_shape)
+    return (x_shape if len(x_shape) == 4 else (1, *x_shape)), tuple(w_shape)
 
 
 def conv_geometry(
@@ -366,7 +383,7 @@ def conv_geometry(
         stride=stride2,
         dilation=dilation2,
         padding=pads,
-        out_hw=tuple(out_hw),
+        out_hw=per_axis(out_hw),
         input_dilation=input_dilation2,
     )
 
@@ -459,8 +476,8 @@ def conv_transpose_geometry(
                 f"({n}−1)·{s} − 2·{p} + {d}·({k}−1) + {extra} + 1 = {size}."
             )
         out_hw.append(size)
-    pads = tuple((p, p - extra) for p, extra in zip(padding, output_padding))
-    return tuple(out_hw), pads
+    pads = per_axis_pads((p, p - extra) for p, extra in zip(padding, output_padding))
+    return per_axis(out_hw), pads
 
 
 def check_bias(op: str, b, geom: ConvGeometry) -> None:
@@ -575,8 +592,8 @@ def resolve_conv_transpose2d(
             f"{op}: `x` must be 2-D (H, W), 3-D (one image) or 4-D (a batch), "
             f"got shape {tuple(x.shape)}."
         )
-    w_form = {"NCHW": "(C_in, C_out//groups, kh, kw)", "NHWC": "(kh, kw, C_out//groups, C_in)"}
-    w_form = "(kh, kw)" if x.ndim == 2 else w_form[layout]
+    w_forms = {"NCHW": "(C_in, C_out//groups, kh, kw)", "NHWC": "(kh, kw, C_out//groups, C_in)"}
+    w_form = "(kh, kw)" if x.ndim == 2 else w_forms[layout]
     w_ndim = 2 if x.ndim == 2 else 4
     if w.ndim != w_ndim:
         raise ValueError(

@@ -1,14 +1,16 @@
 """The hand-derived rules of `conv2d`, one function per equation of docs/derivation.md.
 
-Read this beside the derivation: each rule is its sum as written, over the whole batch.
-Arrays are batched and channels-last: X (N, H, W, C); Z and ∂L/∂Z (N, Ho, Wo, O); the kernel
-W (kh, kw, C/G, O) (HWIO). A `ConvGeometry` carries every size, the padding already resolved
-into (lo, hi) pairs (eqs. 23–24). How the library evaluates these sums fast (GEMMs by kernel
-row, Winograd, fused elementwise forms, a few images at a time) is `evaluation/`; each of its
-forms is tested equal to the rule here, and `conv2d(..., plan="plain")` runs these rules.
+Read this beside the derivation: each rule is its sum as written, over the whole batch,
+channels-last: X (N, H, W, C); Z and ∂L/∂Z (N, Ho, Wo, O); W (kh, kw, C/G, O). A
+`ConvGeometry` carries every size, the padding resolved into (lo, hi) pairs (eqs. 23–24).
+The fast forms of these sums are `evaluation/`, each tested equal to its rule here;
+`conv2d(..., plan="plain")` runs these rules.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
@@ -22,8 +24,12 @@ SPATIAL = (1, 2)  # the (H, W) axes of a channels-last batch
 
 def accumulation_dtype(dtype) -> jnp.dtype:
     """float32 for half-precision inputs (bf16, f16), the input dtype otherwise."""
-    dtype = jnp.dtype(dtype)
-    return jnp.dtype(jnp.float32) if dtype.itemsize < 4 else dtype
+    return jnp.dtype(jnp.float32) if jnp.dtype(dtype).itemsize < 4 else jnp.dtype(dtype)
+
+
+def total(terms: Iterable[jax.Array]) -> jax.Array:
+    """The sum of the terms (at least one), left to right."""
+    return functools.reduce(jnp.add, terms)
 
 
 def taps(geom: ConvGeometry) -> list[Tap]:
@@ -48,12 +54,11 @@ def pad(x: jax.Array, pads: Pads, axes=SPATIAL, dilation=(1, 1)) -> jax.Array:
 def pad_adjoint(g: jax.Array, pads: Pads, axes=SPATIAL, dilation=(1, 1)) -> jax.Array:
     """D_lᵀ P_{−ℓ,−h}(G), the adjoint of `pad`: remove the padding (zero-fill what it
     cropped), then keep every l-th entry, which the dilation's zeros did not replace."""
-    g = pad(g, tuple((-lo, -hi) for lo, hi in pads), axes)
+    g = pad(g, ((-pads[0][0], -pads[0][1]), (-pads[1][0], -pads[1][1])), axes)
     if tuple(dilation) == (1, 1):
         return g
     strides = [1] * g.ndim
-    for axis, d in zip(axes, dilation):
-        strides[axis] = d
+    strides[axes[0]], strides[axes[1]] = dilation
     return lax.slice(g, [0] * g.ndim, g.shape, strides)
 
 
@@ -79,13 +84,15 @@ def windows_adjoint(shares, geom: ConvGeometry, axes=SPATIAL) -> jax.Array:
     the result is shaped like the forward's input.
     """
     (hp, wp), (eh, ew), (sh, sw) = geom.padded_hw, geom.window_extent_hw, geom.stride
-    dx_pad = 0
-    for (a, b), share in shares:
-        lo_h, lo_w = a * geom.dilation[0], b * geom.dilation[1]
+
+    def placed(tap: Tap, share: jax.Array) -> jax.Array:
+        lo_h, lo_w = tap[0] * geom.dilation[0], tap[1] * geom.dilation[1]
         config = [(0, 0, 0)] * share.ndim
         config[axes[0]] = (lo_h, hp - lo_h - eh, sh - 1)
         config[axes[1]] = (lo_w, wp - lo_w - ew, sw - 1)
-        dx_pad = dx_pad + lax.pad(share, jnp.zeros((), share.dtype), config)
+        return lax.pad(share, jnp.zeros((), share.dtype), config)
+
+    dx_pad = total(placed(tap, share) for tap, share in shares)
     return pad_adjoint(dx_pad, geom.padding, axes, geom.input_dilation)
 
 
@@ -114,7 +121,7 @@ def forward(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
     """
     acc, groups = accumulation_dtype(x.dtype), geom.groups
     x_pad = pad(x, geom.padding, dilation=geom.input_dilation)
-    z = sum(
+    z = total(
         jnp.einsum(
             "nrcgi,igo->nrcgo",
             _by_group(window(x_pad, tap, geom), groups),
@@ -187,11 +194,5 @@ def grad_kernel(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
 
 def grad_bias(g: jax.Array) -> jax.Array:
     """∂L/∂b[o] = Σ_{n, r, c} g[n, r, c, o], eq. 17: each bias feeds every output position.
-
-    Args:
-      g: ∂L/∂Z, (N, Ho, Wo, O).
-
-    Returns:
-      (O,), in the accumulation dtype.
-    """
+    g is ∂L/∂Z, (N, Ho, Wo, O); the result (O,), in the accumulation dtype."""
     return jnp.sum(g, axis=(0, 1, 2), dtype=accumulation_dtype(g.dtype))

@@ -89,13 +89,14 @@ def check_precision(op: str, precision) -> str | None:
 
 
 def on_platform(
-    plan: Plan | Literal["auto"],
+    plan: Plan | str,
     geom: ConvGeometry,
     precision: str | None,
     run: Callable,
     *args,
 ):
-    """run(p, *args) for the plan p that `plan` names: itself, or for "auto" the plan
+    """run(p, *args) for the plan p that `plan` names (`check_plan`'s result): itself, or for
+    "auto" the plan
     `choose` returns for the platform the computation is lowered for; every contraction
     traced in it at `precision` (None: JAX's default).
 

@@ -129,7 +129,7 @@ def forward_rows(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
     """
     acc = rules.accumulation_dtype(x.dtype)
     x_pad = rules.pad(x, geom.padding, dilation=geom.input_dilation)
-    z = sum(
+    z = rules.total(
         row_forward(row_windows(x_pad, a, geom), w[a], geom.groups, acc)
         for a in range(geom.kernel_hw[0])
     )

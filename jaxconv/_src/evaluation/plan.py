@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 from jaxconv._src.evaluation import shallow
 from jaxconv._src.evaluation import winograd as wg
@@ -166,6 +167,9 @@ def _cpu_plan(geom: ConvGeometry) -> Plan:
     is_shallow = geom.in_channels == geom.groups or depth(geom) <= SHALLOW_MAX_DEPTH
     winograd = wg.accepts(geom)
     chunk = images_per_chunk(geom, winograd)
+    forward: dict[str, Any]
+    grad_input: dict[str, Any]
+    grad_kernel: dict[str, Any]
     if is_shallow:
         forward = dict(forward="fused")
     elif winograd:

@@ -42,7 +42,7 @@ def forward_fused(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
     acc = rules.accumulation_dtype(x.dtype)
     c_per_group, out_per_group = w.shape[2], geom.out_channels // geom.groups
     x_pad = rules.pad(x, geom.padding, axes, geom.input_dilation)
-    return sum(
+    return rules.total(
         jnp.repeat(lax.slice_in_dim(window, i, None, c_per_group, axis), out_per_group, axis)
         * lay.along_channels(w[a, b, i].astype(acc), layout)
         for a, b in rules.taps(geom)

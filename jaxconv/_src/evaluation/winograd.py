@@ -33,14 +33,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv._src import rules
-from jaxconv._src.geometry import ConvGeometry, Pads
+from jaxconv._src.geometry import ConvGeometry, Pads, per_axis, per_axis_pads
 
 _G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 
 
 def tile_counts(out_hw: tuple[int, int]) -> tuple[int, int]:
     """(T, U): the 2×2 output tiles that cover (Ho, Wo); the last row or column may overhang."""
-    return tuple(-(-n // 2) for n in out_hw)
+    return per_axis(-(-n // 2) for n in out_hw)
 
 
 def _input_rows(d: jax.Array, axis: int, tiles: int) -> list[jax.Array]:
@@ -151,7 +151,7 @@ def tile_aligned(pads: Pads, out_hw: tuple[int, int], dilation: tuple[int, int])
     """`pads` with each high side grown so that the out_hw outputs split into `dilation`
     phases of whole 2×2 tiles: each n rounded up to a multiple of 2·d (the overhang is
     cropped, or zero, afterwards)."""
-    return tuple((lo, hi + -n % (2 * d)) for (lo, hi), n, d in zip(pads, out_hw, dilation))
+    return per_axis_pads((lo, hi + -n % (2 * d)) for (lo, hi), n, d in zip(pads, out_hw, dilation))
 
 
 def tiles_per_image(geom: ConvGeometry) -> int:
@@ -224,8 +224,10 @@ def grad_input(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
       (N, H, W, C) in the accumulation dtype.
     """
     acc = rules.accumulation_dtype(g.dtype)
-    pads = tuple((2 * d - lo, 2 * d - hi) for (lo, hi), d in zip(geom.padding, geom.dilation))
-    pads = tile_aligned(pads, geom.in_hw, geom.dilation)
+    full = per_axis_pads(
+        (2 * d - lo, 2 * d - hi) for (lo, hi), d in zip(geom.padding, geom.dilation)
+    )
+    pads = tile_aligned(full, geom.in_hw, geom.dilation)
     g_phases = split_phases(rules.pad(g.astype(acc), pads), geom.dilation)
     w_rotated = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2).astype(acc)
     dx = merge_phases(correlate(g_phases, w_rotated, acc), geom.dilation)
