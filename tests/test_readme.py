@@ -92,7 +92,10 @@ def test_install_steps_match_ci_and_pyproject():
     # API reference; without it that test is skipped), and runs exactly the README's test
     # command, last.
     assert 'install --quiet -e ".[test,demo,torch,docs]"' in ci
-    assert ci.strip().splitlines()[-1] == tests.split("&&")[-1].strip()
+    lines = ci.strip().splitlines()
+    assert lines[-1] == tests.split("&&")[-1].strip()
+    # The linters and the type checker run first, so a finding fails CI before the suite.
+    assert lines[-4:-1] == ["ruff check .", "ruff format --check .", "mypy"]
 
 
 def test_demo_command_is_the_plain_script():
