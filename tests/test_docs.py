@@ -1,4 +1,5 @@
-"""docs/derivation.md: its figures script runs, its links resolve, its numbers and formulas hold.
+"""docs/derivation.md: its figures script runs, its links resolve, its numbers and formulas hold;
+and every page (README, CHANGELOG, docs/*.md) links only to files and headings that exist.
 
 The expected numbers are computed by hand here (the derivation is in each comment), not copied
 from jaxconv's output.
@@ -101,6 +102,50 @@ def test_relative_links_resolve():
     for target in re.findall(r"\]\(([^)#]+)\)", TEXT):
         if not target.startswith("http"):
             assert (DOC.parent / target).exists(), target
+
+
+PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+
+
+def _slug(heading: str) -> str:
+    """The anchor GitHub (and, for ASCII headings, mkdocs) gives a heading."""
+    heading = re.sub(r"`([^`]*)`", r"\1", heading)
+    heading = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(text: str) -> set[str]:
+    seen: dict[str, int] = {}
+    anchors = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", FENCE.sub("", text), re.M):
+        slug = _slug(heading)
+        anchors.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def test_slug_is_githubs():
+    assert _slug("Several devices, several hosts") == "several-devices-several-hosts"
+    assert _slug("The `run` record") == "the-run-record"
+    assert _anchors("# A\n## A\n```\n# not a heading\n```\n") == {"a", "a-1"}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_page_links_resolve(page):
+    text = FENCE.sub("", page.read_text(encoding="utf-8"))
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    if page.parent.name == "docs" and page.name != "index.md":
+        assert links, "a docs page links nowhere"
+    for target in links:
+        if re.match(r"[a-z]+:", target):  # https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        dest = (page.parent / path).resolve() if path else page
+        assert dest.exists(), f"{page.name}: {target}"
+        if anchor:
+            assert dest.suffix == ".md", f"{page.name}: {target}"
+            assert anchor in _anchors(dest.read_text(encoding="utf-8")), f"{page.name}: {target}"
 
 
 def test_math_avoids_what_github_misrenders():

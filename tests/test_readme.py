@@ -1,9 +1,10 @@
-"""Every code block in README.md runs.
+"""Every code block in README.md runs, and the README stays a short guide.
 
 Python blocks run as written, each in a fresh interpreter (default float32). Shell blocks: the
-virtual-environment and install steps are what `.ci/run` itself executes on a fresh machine,
-so here they are checked against it; the command each block ends with is run (the demo and
-the audit shortened by extra flags), except the test command, which is this suite.
+install lines name extras pyproject.toml defines; the virtual-environment and install steps of
+the two fresh-machine commands are what `.ci/run` itself executes on a fresh machine, so here
+they are checked against it; the command each block ends with is run (the demo and the audit
+shortened by extra flags), except the test command, which is this suite.
 """
 
 from __future__ import annotations
@@ -33,7 +34,30 @@ def _run(args, **kwargs):
 
 
 def test_readme_has_the_blocks_this_file_runs():
-    assert len(PYTHON) == 3 and len(SHELL) == 3
+    assert len(PYTHON) == 3 and len(SHELL) == 4
+    install, demo, tests, audit = SHELL
+    assert install.startswith("pip install .") and "train_demo.py" in demo
+    assert "pytest" in tests and "jaxconv.check" in audit
+
+
+def test_readme_is_short_and_links_the_docs():
+    assert len(README.splitlines()) <= 150
+    for page in ("docs/usage.md", "docs/api.md", "docs/demo.md", "docs/derivation.md"):
+        assert f"]({page})" in README, page
+    assert "](docs/performance.md)" in README and "](LICENSE)" in README
+
+
+def test_install_block_names_real_extras():
+    extras = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    )
+    lines = [shlex.split(line, comments=True) for line in SHELL[0].splitlines()]
+    assert lines[0] == ["pip", "install", "."]  # not on PyPI: from the checkout
+    for line in lines:
+        assert line[:2] == ["pip", "install"] and len(line) == 3, line
+        found = re.fullmatch(r"\.(?:\[([\w,]+)\])?", line[2])
+        assert found, line
+        assert set((found.group(1) or "").split(",")) - {""} <= extras
 
 
 @pytest.mark.parametrize("index", range(len(PYTHON)))
@@ -57,25 +81,30 @@ def test_install_steps_match_ci_and_pyproject():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = set(extras["optional-dependencies"])
     ci = (ROOT / ".ci" / "run").read_text()
-    for block in SHELL[:2]:
+    for block in SHELL[1:3]:
         assert block.startswith("python3 -m venv .venv && . .venv/bin/activate && pip install -e")
         wanted = re.search(r'pip install -e "\.\[([\w,]+)\]"', block).group(1).split(",")
         assert set(wanted) <= extras
-    demo, tests = SHELL[0], SHELL[1]
+    demo, tests = SHELL[1], SHELL[2]
     assert 'pip install -e ".[demo]"' in demo
-    # CI installs the same extras and runs exactly the README's test command.
-    assert 'install --quiet -e ".[test,demo,torch]"' in ci
     assert 'pip install -e ".[test,demo,torch]"' in tests
-    assert ci.strip().splitlines()[-1] == tests.split("&&")[-1].strip()
+    # CI installs the README's extras and the docs extra (tests/test_api_docs.py builds the
+    # API reference; without it that test is skipped), and runs exactly the README's test
+    # command, last.
+    assert 'install --quiet -e ".[test,demo,torch,docs]"' in ci
+    lines = ci.strip().splitlines()
+    assert lines[-1] == tests.split("&&")[-1].strip()
+    # The linters and the type checker run first, so a finding fails CI before the suite.
+    assert lines[-4:-1] == ["ruff check .", "ruff format --check .", "mypy"]
 
 
 def test_demo_command_is_the_plain_script():
     # tests/test_train_demo_script.py runs `python train_demo.py` as a user would.
-    assert _final_command(SHELL[0]) == ["python", "train_demo.py"]
+    assert _final_command(SHELL[1]) == ["python", "train_demo.py"]
 
 
 def test_audit_command_runs(tmp_path):
-    command = _final_command(SHELL[2])
+    command = _final_command(SHELL[3])
     assert command[:3] == ["python", "-m", "jaxconv.check"]
     command[command.index("--n") + 1] = "2"  # the README's 500 takes minutes
     command[command.index("--plot") + 1] = str(tmp_path / "audit.png")

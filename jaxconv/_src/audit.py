@@ -291,11 +291,11 @@ def _torch_grads(config: AuditConfig, x, w, b, cot, dtype: str) -> dict[str, np.
         dilation=geom.dilation,
         groups=geom.groups,
     )
-    dx, dw, db = torch.autograd.grad(z, (tx, tw, tb), tensor(cot, (0, 3, 1, 2)))
-    dx, dw = dx.numpy(), dw.numpy()
+    tdx, tdw, tdb = torch.autograd.grad(z, (tx, tw, tb), tensor(cot, (0, 3, 1, 2)))
+    dx, dw = tdx.numpy(), tdw.numpy()
     if not nchw:
         dx, dw = dx.transpose(0, 2, 3, 1), dw.transpose(2, 3, 1, 0)
-    return {"dX": dx, "dW": dw, "db": db.numpy()}
+    return {"dX": dx, "dW": dw, "db": tdb.numpy()}
 
 
 def compare(
@@ -354,6 +354,7 @@ def compare(
     import jaxconv
 
     kwargs = config.kwargs
+    audited: dict[str, Callable[..., jax.Array]]
     if conv is None:
         geom = conv_geometry("compare", config.x_shape, config.w_shape, **kwargs)
         plans = supported(geom) if plans is None else tuple(plans)
@@ -371,7 +372,8 @@ def compare(
     x, w, b, cot = (rng.standard_normal(s).astype(dtype).astype(np.float64) for s in shapes)
 
     def all_vjps(x, w, b, cot):
-        refs = (*audited.values(), jaxconv.conv2d_reference, jaxconv.conv2d_xla)
+        refs: list[Callable[..., jax.Array]] = [*audited.values()]
+        refs += [jaxconv.conv2d_reference, jaxconv.conv2d_xla]
         return [_vjp(f, x, w, b, cot, kwargs) for f in refs]
 
     with jax.enable_x64(dtype == "float64"):
@@ -411,7 +413,8 @@ def compare(
 def _directional_derivatives(conv, kwargs, operands, directions, eps) -> list[np.ndarray]:
     """(L(p + εv) − L(p − εv)) / 2ε for L = <cot, conv(x, w, b)>, p each of x, w, b, in f64."""
 
-    def loss(x, w, b, cot):
+    def loss(point, cot):
+        x, w, b = point
         return jnp.vdot(cot, conv(x, w, b, **kwargs))
 
     @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
@@ -423,7 +426,7 @@ def _directional_derivatives(conv, kwargs, operands, directions, eps) -> list[np
             def central(v, index=index):
                 plus = [p + eps * v if i == index else p for i, p in enumerate(point)]
                 minus = [p - eps * v if i == index else p for i, p in enumerate(point)]
-                return (loss(*plus, cot) - loss(*minus, cot)) / (2 * eps)
+                return (loss(plus, cot) - loss(minus, cot)) / (2 * eps)
 
             out.append(lax.map(central, vs))  # one compiled body for all directions
         return out
@@ -572,9 +575,9 @@ def plot(results: Sequence[ComparisonResult], path: str, *, index: int | None = 
         for c in range(kw, image.shape[1], kw):
             ax.axvline(c - 0.5, color="k", lw=1)
         ax.set_xticks(np.arange(image.shape[1] // kw) * kw + (kw - 1) / 2)
-        ax.set_xticklabels(range(image.shape[1] // kw))
+        ax.set_xticklabels([str(i) for i in range(image.shape[1] // kw)])
         ax.set_yticks(np.arange(image.shape[0] // kh) * kh + (kh - 1) / 2)
-        ax.set_yticklabels(range(image.shape[0] // kh))
+        ax.set_yticklabels([str(i) for i in range(image.shape[0] // kh)])
         ax.set_title(title, fontsize=11)
         ax.set_xlabel(f"in-channel (blocks of kw = {kw})")
         ax.set_ylabel(f"out-channel (blocks of kh = {kh})")
@@ -594,7 +597,7 @@ def plot(results: Sequence[ComparisonResult], path: str, *, index: int | None = 
         zeros = int(np.sum(rel == 0))
         ax.hist(
             np.clip(rel[rel > 0], bins[0], bins[-1]),
-            bins=bins,
+            bins=bins.tolist(),
             histtype="step",
             lw=2,
             color=colors[ref],

@@ -8,7 +8,7 @@ explicitly by the geometry's resolved (lo, hi) and then convolved with padding 0
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import Literal, cast
 
 import jax
 import jax.numpy as jnp
@@ -18,11 +18,11 @@ from jaxconv._src.geometry import ConvGeometry, Pads, normalize_string
 
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+PADDING_MODES: tuple[PaddingMode, ...] = ("zeros", "reflect", "replicate", "circular")
 _JNP_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
-def check_padding_mode(op: str, padding_mode: str, geom: ConvGeometry) -> str:
+def check_padding_mode(op: str, padding_mode: str, geom: ConvGeometry) -> PaddingMode:
     """`padding_mode` in lower case; raises unless it is known (any letter case) and fits the
     resolved padding of `geom`.
 
@@ -34,27 +34,28 @@ def check_padding_mode(op: str, padding_mode: str, geom: ConvGeometry) -> str:
     Raises:
       ValueError: naming `padding_mode`, the axis, its padding and the input size.
     """
-    padding_mode = normalize_string(op, "padding_mode", padding_mode, PADDING_MODES)
-    if padding_mode == "zeros":
-        return padding_mode
+    # normalize_string returns one of PADDING_MODES itself: the cast only keeps its type.
+    mode = cast(PaddingMode, normalize_string(op, "padding_mode", padding_mode, PADDING_MODES))
+    if mode == "zeros":
+        return mode
     for axis, n, (lo, hi) in zip(("height", "width"), geom.in_hw, geom.padding):
         if min(lo, hi) < 0:
             raise ValueError(
-                f"{op}: `padding_mode`={padding_mode!r} needs non-negative padding, got "
+                f"{op}: `padding_mode`={mode!r} needs non-negative padding, got "
                 f"{axis} padding ({lo}, {hi}) from `padding`; crop the input instead."
             )
-        if padding_mode == "reflect" and max(lo, hi) >= n:
+        if mode == "reflect" and max(lo, hi) >= n:
             raise ValueError(
                 f"{op}: `padding_mode`='reflect' needs padding smaller than the input on "
                 f"each side (as in PyTorch); {axis} padding ({lo}, {hi}) but input {axis} {n}."
             )
-        if padding_mode == "circular" and max(lo, hi) > n:
+        if mode == "circular" and max(lo, hi) > n:
             raise ValueError(
                 f"{op}: `padding_mode`='circular' wraps around at most once, so each side's "
                 f"padding must be at most the input size (as in PyTorch); {axis} padding "
                 f"({lo}, {hi}) but input {axis} {n}."
             )
-    return padding_mode
+    return mode
 
 
 def _spatial_axes(layout: str, rank: int) -> tuple[int, int]:

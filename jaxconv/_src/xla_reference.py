@@ -7,6 +7,9 @@ jaxconv's geometry code, so agreement also checks how jaxconv resolves padding.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeGuard, cast
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,22 +18,30 @@ from jax import lax
 from jaxconv._src.geometry import IntOrPair, Layout, PaddingLike
 
 
-def _is_int(value) -> bool:
+def _is_int(value: object) -> TypeGuard[int | np.integer]:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def _ints(values: object) -> tuple[int, ...]:
+    # Any length passes: lax.conv_general_dilated itself reports a wrong one.
+    return tuple(int(v) for v in cast(Iterable[Any], values))
+
+
 def _pair(value: IntOrPair) -> tuple[int, int]:
-    return (int(value), int(value)) if _is_int(value) else tuple(int(v) for v in value)
+    if _is_int(value):
+        return (int(value), int(value))
+    return cast(tuple[int, int], _ints(value))
 
 
-def _lax_padding(padding: PaddingLike):
+def _lax_padding(padding: PaddingLike) -> str | list[tuple[int, int]]:
     if isinstance(padding, str):
         return padding.upper()
     if _is_int(padding):
         return [(int(padding), int(padding))] * 2
-    if all(_is_int(p) for p in padding):
-        return [(int(p), int(p)) for p in padding]
-    return [tuple(int(v) for v in p) for p in padding]
+    sides = cast(Sequence[object], padding)
+    if all(_is_int(p) for p in sides):
+        return [(int(p), int(p)) for p in cast(Sequence[int], sides)]
+    return [cast(tuple[int, int], _ints(p)) for p in sides]
 
 
 def conv2d_xla(
@@ -58,13 +69,14 @@ def conv2d_xla(
              [-4., -4.]], dtype=float32)
     """
     x, w = jnp.asarray(x), jnp.asarray(w)
-    layout = layout.upper()
+    layout_name = str(layout).upper()
     rank = x.ndim
     if rank == 2:
-        x, w, layout = x[None, None], w[None, None], "NCHW"
+        x, w, layout_name = x[None, None], w[None, None], "NCHW"
     elif rank == 3:
         x = x[None]
-    dims = ("NCHW", "OIHW", "NCHW") if layout == "NCHW" else ("NHWC", "HWIO", "NHWC")
+    nchw = layout_name == "NCHW"
+    dims = ("NCHW", "OIHW", "NCHW") if nchw else ("NHWC", "HWIO", "NHWC")
     half = x.dtype.itemsize < 4
     z = lax.conv_general_dilated(
         x,
@@ -79,7 +91,7 @@ def conv2d_xla(
     )
     if b is not None:
         b = jnp.asarray(b)
-        z = z + (b[:, None, None] if layout == "NCHW" else b).astype(z.dtype)
+        z = z + (b[:, None, None] if nchw else b).astype(z.dtype)
     z = z.astype(x.dtype)
     if rank == 2:
         return z[0, 0]

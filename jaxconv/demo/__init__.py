@@ -1,1 +1,1 @@
-"""Reusable parts of train_demo.py: data, model, training."""
+"""The demo: data, model, training, and its command line (`python -m jaxconv.demo`)."""

@@ -21,7 +21,7 @@ import urllib.request
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, NamedTuple, cast
 
 import numpy as np
 
@@ -148,7 +148,7 @@ IDX_DATASETS: dict[str, IdxDatasetSpec] = {
     ),
 }
 
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -572,12 +572,12 @@ def load_idx_dataset(
             raise DataDirError(
                 f"data_dir {directory} lacks {names}; it must hold all four {name} files."
             )
-        paths = found
+        paths = cast(list[Path], found)  # none is missing: checked above
     else:
         for directory in spec.local_dirs:
             found = [_local_file(directory, part.filename) for part in parts]
             if all(found):
-                paths = found
+                paths = cast(list[Path], found)
                 break
     if paths is None:
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(name)

@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from jaxconv.demo import storage
 
@@ -55,7 +56,7 @@ def plot_curves(metrics: dict, path: Path) -> None:
     _save(plt, fig, path)
 
 
-def plot_filters(kernels: np.ndarray, path: Path) -> None:
+def plot_filters(kernels: npt.ArrayLike, path: Path) -> None:
     """The first layer's kernels, (O, 1, kh, kw), on one symmetric colour scale."""
     plt = _pyplot()
     kernels = np.asarray(kernels)[:, 0]

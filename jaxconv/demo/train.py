@@ -241,7 +241,8 @@ def save_checkpoint(path: Path, state: TrainState, metrics: dict) -> None:
       metrics: the run's record (config, data, epochs, grad_checks), as in metrics.json.
     """
     leaves = jax.tree_util.tree_leaves((state.params, state.opt_state))
-    arrays = {f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    # Any: numpy's stubs would match a dict of arrays to savez's allow_pickle keyword.
+    arrays: dict[str, Any] = {f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     record = _json_bytes({"format": CHECKPOINT_FORMAT, "metrics": metrics})
     buffer = io.BytesIO()
     np.savez(
@@ -641,7 +642,7 @@ def _train_locked(config, data, out_dir, mesh, resume, progress, log, figures):
 def _eval_batches(data: Dataset, batch_size: int) -> list[tuple[np.ndarray, ...]]:
     """Every test image once, in fixed-size batches; the last is padded and masked."""
     n = len(data.test_labels)
-    batches = []
+    batches: list[tuple[np.ndarray, ...]] = []
     for start in range(0, n, batch_size):
         images = data.test_images[start : start + batch_size]
         labels = data.test_labels[start : start + batch_size]
