@@ -32,15 +32,38 @@ def _run(args, **kwargs):
     )
 
 
+# The "Use with Flax and Equinox" blocks, told apart by what they import.
+FRAMEWORKS = {"flax": "from flax import nnx", "equinox": "import jaxconv.equinox"}
+
+
+def _framework(code: str) -> str | None:
+    return next((name for name, line in FRAMEWORKS.items() if line in code), None)
+
+
 def test_readme_has_the_blocks_this_file_runs():
-    assert len(PYTHON) == 3 and len(SHELL) == 3
+    assert len(PYTHON) == 5 and len(SHELL) == 3
+    assert sorted(filter(None, map(_framework, PYTHON))) == ["equinox", "flax"]
+
+
+def _check_commented_prints(code: str, stdout: str) -> None:
+    """Each print's output is its comment, or a number below the bound a `< x` comment gives."""
+    comments = re.findall(r"print\(.*\)  # (.*)", code)
+    lines = stdout.strip().splitlines()
+    assert len(lines) == len(comments), stdout
+    for line, comment in zip(lines, comments):
+        if comment.startswith("< "):
+            assert 0 <= float(line) < float(comment[2:]), (line, comment)
+        else:
+            assert line == comment
 
 
 @pytest.mark.parametrize("index", range(len(PYTHON)))
 def test_python_blocks_run(index):
     result = _run([sys.executable, "-c", PYTHON[index]])
     assert result.returncode == 0, result.stderr
-    if index == 0:
+    if _framework(PYTHON[index]):  # shapes, and errors against the stock layers
+        _check_commented_prints(PYTHON[index], result.stdout)
+    elif index == 0:
         assert result.stdout.strip() == "(16, 3, 3, 3)"
     elif index == 1:
         assert float(result.stdout.strip()) < 1e-4
