@@ -1,5 +1,6 @@
 """jaxconv: 2-D convolution in JAX from lax slicing, with hand-derived backward rules."""
 
+from jaxconv._src.conv_transpose_lax import conv_transpose as conv_transpose
 from jaxconv._src.convolution import conv2d as conv2d
 from jaxconv._src.convolution import conv2d_grad_bias as conv2d_grad_bias
 from jaxconv._src.convolution import conv2d_grad_input as conv2d_grad_input
@@ -28,6 +29,7 @@ __all__ = [
     "conv2d_reference",
     "conv2d_xla",
     "conv_general_dilated",
+    "conv_transpose",
     "conv_transpose2d",
     "supported",
 ]

@@ -33,8 +33,14 @@ def _run(args, **kwargs):
     )
 
 
+def _is_frameworks_block(code: str) -> bool:
+    """The "Use with Flax and Equinox" block: it imports both."""
+    return "from flax import nnx" in code and "import jaxconv.equinox" in code
+
+
 def test_readme_has_the_blocks_this_file_runs():
     assert len(PYTHON) == 3 and len(SHELL) == 4
+    assert sum(map(_is_frameworks_block, PYTHON)) == 1
     install, demo, tests, audit = SHELL
     assert install.startswith("pip install .") and "train_demo.py" in demo
     assert "pytest" in tests and "jaxconv.check" in audit
@@ -60,17 +66,25 @@ def test_install_block_names_real_extras():
         assert set((found.group(1) or "").split(",")) - {""} <= extras
 
 
+def _check_commented_prints(code: str, stdout: str) -> None:
+    """Each print's output is its comment, or a number below the bound a `< x` comment gives."""
+    comments = re.findall(r"print\(.*\)  # (.*)", code)
+    lines = stdout.strip().splitlines()
+    assert len(lines) == len(comments), stdout
+    for line, comment in zip(lines, comments):
+        if comment.startswith("< "):
+            assert 0 <= float(line) < float(comment[2:]), (line, comment)
+        else:
+            assert line == comment
+
+
 @pytest.mark.parametrize("index", range(len(PYTHON)))
 def test_python_blocks_run(index):
     result = _run([sys.executable, "-c", PYTHON[index]])
     assert result.returncode == 0, result.stderr
-    if index == 0:
-        assert result.stdout.strip() == "(16, 3, 3, 3)"
-    elif index == 1:
-        assert float(result.stdout.strip()) < 1e-4
-    else:  # the plans block prints what its comments say
-        comments = re.findall(r"print\(.*\)  # (.*)", PYTHON[index])
-        assert result.stdout.strip().splitlines() == comments
+    # Each block prints what its comments say: shapes, plans, and error bounds (against XLA's
+    # autodiff, and against the stock Flax/Equinox layers).
+    _check_commented_prints(PYTHON[index], result.stdout)
 
 
 def _final_command(block: str) -> list[str]:
