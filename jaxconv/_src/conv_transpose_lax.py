@@ -57,17 +57,6 @@ def _pair_list(padding) -> list[tuple[int, int]]:
     return [(int(lo), int(hi)) for lo, hi in pairs]
 
 
-def _spatial(name: str, value, default: int | None) -> tuple[int, int]:
-    if value is None and default is not None:
-        return (default, default)
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
-        raise TypeError(
-            f"{OP}: `{name}` must be a sequence of two ints (one per spatial dimension), "
-            f"got {value!r}."
-        )
-    return geo.normalize_pair(OP, name, tuple(value), minimum=1)
-
-
 def conv_transpose(
     lhs: jax.typing.ArrayLike,
     rhs: jax.typing.ArrayLike,
@@ -134,8 +123,8 @@ def conv_transpose(
         _, rhs_perm, _ = _permutations(dimension_numbers)
     except (TypeError, ValueError) as error:  # the same check, under this function's name
         raise type(error)(str(error).replace("conv_general_dilated:", f"{OP}:", 1)) from None
-    stride = _spatial("strides", strides, None)
-    dilation = _spatial("rhs_dilation", rhs_dilation, 1)
+    stride = geo.spatial_pair(OP, "strides", strides, None)
+    dilation = geo.spatial_pair(OP, "rhs_dilation", rhs_dilation, 1)
     if not isinstance(transpose_kernel, bool):
         raise TypeError(f"{OP}: `transpose_kernel` must be a bool, got {transpose_kernel!r}.")
 

@@ -84,18 +84,6 @@ def _count(name: str, value) -> int:
     return int(value)
 
 
-def _spatial(name: str, value, default: int | None) -> tuple[int, int]:
-    """A per-spatial-dimension sequence, as lax takes it (None: `default` on both)."""
-    if value is None and default is not None:
-        return (default, default)
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
-        raise TypeError(
-            f"{OP}: `{name}` must be a sequence of two ints (one per spatial dimension), "
-            f"got {value!r}."
-        )
-    return geo.normalize_pair(OP, name, tuple(value), minimum=1)
-
-
 def conv_general_dilated(
     lhs: jax.typing.ArrayLike,
     rhs: jax.typing.ArrayLike,
@@ -165,9 +153,9 @@ def conv_general_dilated(
         out_dtype = jnp.dtype(preferred_element_type)
         geo.check_floating(OP, "preferred_element_type", out_dtype)
     lhs_perm, rhs_perm, out_perm = _permutations(dimension_numbers)
-    strides = _spatial("window_strides", window_strides, None)
-    input_dilation = _spatial("lhs_dilation", lhs_dilation, 1)
-    kernel_dilation = _spatial("rhs_dilation", rhs_dilation, 1)
+    strides = geo.spatial_pair(OP, "window_strides", window_strides, None)
+    input_dilation = geo.spatial_pair(OP, "lhs_dilation", lhs_dilation, 1)
+    kernel_dilation = geo.spatial_pair(OP, "rhs_dilation", rhs_dilation, 1)
     features = _count("feature_group_count", feature_group_count)
     batches = _count("batch_group_count", batch_group_count)
     if features > 1 and batches > 1:

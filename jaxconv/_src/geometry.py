@@ -150,6 +150,19 @@ def normalize_pair(op: str, name: str, value: IntOrPair, *, minimum: int | None)
     return pair
 
 
+def spatial_pair(op: str, name: str, value, default: int | None = None) -> tuple[int, int]:
+    """A per-spatial-dimension argument as `jax.lax` takes it, two ints >= 1 in a sequence
+    (None: `default` on both, where there is one)."""
+    if value is None and default is not None:
+        return (default, default)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise TypeError(
+            f"{op}: `{name}` must be a sequence of two ints (one per spatial dimension), "
+            f"got {value!r}."
+        )
+    return normalize_pair(op, name, tuple(value), minimum=1)
+
+
 def resolve_padding(
     op: str,
     padding: PaddingLike,
@@ -685,4 +698,5 @@ __all__ = [
     "resolve_conv2d",
     "resolve_conv_transpose2d",
     "resolve_padding",
+    "spatial_pair",
 ]
