@@ -49,3 +49,22 @@ def test_map_channels_last_returns_the_callers_layout(by_chunk):
     got = chunks.map_channels_last(form, a, "NCHW", 2, transpose_by_chunk=by_chunk)
     np.testing.assert_array_equal(got, a * jnp.arange(1.0, 4.0)[:, None, None])
     assert all(shape[1:] == (4, 2, 3) for shape in seen)
+
+
+@pytest.mark.parametrize("shards, size", [(2, 1), (2, 2), (3, 2), (4, 1), (2, 3)])
+def test_chunks_of_every_part_give_the_one_pass_result(shards, size):
+    # 12 images in `shards` parts; sizes that leave a rest in each part too.
+    a, b = (jnp.arange(12 * 4 * 3, dtype=jnp.float32).reshape(12, 4, 3) + k for k in (0, 7))
+    expected = np.asarray(_per_image(a, b))
+    for as_state in (False, True):
+        got = chunks.map_over_images(_per_image, (a, b), size, as_state, shards)
+        np.testing.assert_array_equal(np.asarray(got), expected)
+    total = chunks.sum_over_images(lambda a: jnp.sum(a**2, axis=0), (a,), size, shards)
+    np.testing.assert_array_equal(np.asarray(total), np.sum(np.asarray(a) ** 2, axis=0))
+
+
+def test_split_images_takes_each_chunk_from_every_part():
+    a = jnp.arange(10)  # two parts of 5: chunks of 2 from each, and one image left in each
+    stacked, rest = chunks.split_images((a,), 2, shards=2)
+    np.testing.assert_array_equal(stacked[0], [[0, 1, 5, 6], [2, 3, 7, 8]])
+    np.testing.assert_array_equal(rest[0], [4, 9])

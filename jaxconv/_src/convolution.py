@@ -16,6 +16,7 @@ from jaxconv._src import geometry as geo
 from jaxconv._src import layout as lay
 from jaxconv._src import padding_modes as pm
 from jaxconv._src.evaluation import evaluate as ev
+from jaxconv._src.evaluation import mesh, sharded
 from jaxconv._src.evaluation.evaluate import PlanLike, PrecisionLike
 from jaxconv._src.evaluation.plan import Plan
 from jaxconv._src.geometry import ConvGeometry, IntOrPair, Layout, PaddingLike
@@ -33,10 +34,7 @@ def _forward(
     rank, layout = geom.input_rank, geom.layout
     x, w = lay.to_batched(x, layout, rank), lay.kernel_to_hwio(w, layout, rank)
 
-    def run(p: Plan, x: jax.Array, w: jax.Array) -> jax.Array:
-        return ev.forward(x, w, geom, p, backward_follows=backward_follows)
-
-    z = ev.on_platform(plan, geom, precision, run, x, w)
+    z = sharded.forward(x, w, geom, plan, precision, backward_follows=backward_follows)
     if b is not None:
         z = z + lay.along_channels(b.astype(z.dtype), layout)
     return lay.from_batched(z.astype(x.dtype), layout, rank)
@@ -51,11 +49,8 @@ def _backward(
     precision: str | None,
 ) -> tuple[jax.Array, jax.Array]:
     """(∂L/∂X, ∂L/∂W) in the accumulation dtype, from batched x and g and an HWIO kernel."""
-
-    def run(p: Plan, x: jax.Array, w: jax.Array, g: jax.Array):
-        return ev.grad_input(g, w, geom, p), ev.grad_kernel(x, g, geom, p)
-
-    return ev.on_platform(plan, geom, precision, run, x, w, g)
+    dx = sharded.grad_input(g, w, geom, plan, precision)
+    return dx, sharded.grad_kernel(x, g, geom, plan, precision)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
@@ -88,10 +83,10 @@ def _conv2d_bwd(geom, plan, precision, residuals, g):
         plan,
         precision,
     )
-    db = None if b is None else ev.grad_bias(g, layout).astype(b.dtype)
+    db = None if b is None else mesh.cotangent_like(ev.grad_bias(g, layout).astype(b.dtype), b)
     return (
-        lay.from_batched(dx.astype(x.dtype), layout, rank),
-        lay.hwio_to_kernel(dw.astype(w.dtype), layout, rank),
+        mesh.cotangent_like(lay.from_batched(dx.astype(x.dtype), layout, rank), x),
+        mesh.cotangent_like(lay.hwio_to_kernel(dw.astype(w.dtype), layout, rank), w),
         db,
     )
 
@@ -107,12 +102,8 @@ def _grad_input(
     g: jax.Array, w: jax.Array, geom: ConvGeometry, plan: Plan | str, precision: str | None
 ) -> jax.Array:
     rank, layout = geom.input_rank, geom.layout
-
-    def run(p: Plan, g: jax.Array, w: jax.Array) -> jax.Array:
-        return ev.grad_input(g, w, geom, p)
-
     g_b, w_hwio = lay.to_batched(g, layout, rank), lay.kernel_to_hwio(w, layout, rank)
-    dx = ev.on_platform(plan, geom, precision, run, g_b, w_hwio)
+    dx = sharded.grad_input(g_b, w_hwio, geom, plan, precision)
     return lay.from_batched(dx.astype(g.dtype), layout, rank)
 
 
@@ -121,12 +112,8 @@ def _grad_kernel(
     x: jax.Array, g: jax.Array, geom: ConvGeometry, plan: Plan | str, precision: str | None
 ) -> jax.Array:
     rank, layout = geom.input_rank, geom.layout
-
-    def run(p: Plan, x: jax.Array, g: jax.Array) -> jax.Array:
-        return ev.grad_kernel(x, g, geom, p)
-
     x_b, g_b = lay.to_batched(x, layout, rank), lay.to_batched(g, layout, rank)
-    dw = ev.on_platform(plan, geom, precision, run, x_b, g_b)
+    dw = sharded.grad_kernel(x_b, g_b, geom, plan, precision)
     return lay.hwio_to_kernel(dw.astype(x.dtype), layout, rank)
 
 
@@ -146,6 +133,7 @@ def conv2d(
     padding_mode: pm.PaddingMode = "zeros",
     plan: PlanLike = "auto",
     precision: PrecisionLike = None,
+    out_sharding: jax.sharding.NamedSharding | jax.sharding.PartitionSpec | None = None,
 ) -> jax.Array:
     """2-D convolution (cross-correlation, eq. 6) with hand-derived gradients.
 
@@ -181,6 +169,10 @@ def conv2d(
       precision: the precision of the contractions, forward and backward, as
         `jax.lax.dot_general` takes it: None (JAX's default), a `jax.lax.Precision`, or
         "default", "high", "highest", "bfloat16", "tensorfloat32", "float32".
+      out_sharding: where Z is placed, as `jax.lax.conv_general_dilated` takes it (a
+        `NamedSharding`, or a `PartitionSpec` under `jax.set_mesh`). None: where the
+        operands put it; on Explicit mesh axes, the batch split as x's and the channels as
+        w's output channels (one group).
 
     Returns:
       Z of shape (N, O, Ho, Wo) ("NCHW") or (N, Ho, Wo, O) ("NHWC"), without N for an
@@ -228,7 +220,8 @@ def conv2d(
             groups=groups,
             layout=layout,
         )
-    return _conv2d_jit(x, w, b, geom, plan, precision)
+    z = _conv2d_jit(x, w, b, geom, plan, precision)
+    return z if out_sharding is None else jax.sharding.reshard(z, out_sharding)
 
 
 def conv2d_grad_input(

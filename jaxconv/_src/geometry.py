@@ -89,6 +89,16 @@ class ConvGeometry:
         term per output (C/G = 0). Then Z is the bias alone and ∂L/∂X, ∂L/∂W are zeros."""
         return 0 in (self.batch, self.out_channels, *self.out_hw, self.in_channels)
 
+    def per_device(self, batch_shards: int = 1, out_channel_shards: int = 1) -> ConvGeometry:
+        """The convolution one device computes when the batch is split into `batch_shards`
+        equal parts and the output channels (of a one-group kernel) into
+        `out_channel_shards`."""
+        return dataclasses.replace(
+            self,
+            batch=self.batch // batch_shards,
+            out_channels=self.out_channels // out_channel_shards,
+        )
+
     @property
     def flops(self) -> int:
         """Multiply-adds ×2 of the forward pass for one image: 2·O·Ho·Wo·(C/G)·kh·kw."""

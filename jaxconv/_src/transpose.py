@@ -22,6 +22,7 @@ import jax
 from jaxconv._src import geometry as geo
 from jaxconv._src import layout as lay
 from jaxconv._src.evaluation import evaluate as ev
+from jaxconv._src.evaluation import mesh, sharded
 from jaxconv._src.evaluation.evaluate import PlanLike, PrecisionLike
 from jaxconv._src.evaluation.plan import Plan
 from jaxconv._src.geometry import ConvGeometry, IntOrPair, Layout
@@ -37,12 +38,8 @@ def _forward(
 ) -> jax.Array:
     """Y = grad_input(X, W) + b, `geom` being the conv whose ∂L/∂X this is."""
     rank, layout = geom.input_rank, geom.layout
-
-    def run(p: Plan, x: jax.Array, w: jax.Array) -> jax.Array:
-        return ev.grad_input(x, w, geom, p)
-
     x_b, w_hwio = lay.to_batched(x, layout, rank), lay.kernel_to_hwio(w, layout, rank)
-    y = ev.on_platform(plan, geom, precision, run, x_b, w_hwio)
+    y = sharded.grad_input(x_b, w_hwio, geom, plan, precision)
     if b is not None:
         y = y + lay.along_channels(b.astype(y.dtype), layout)
     return lay.from_batched(y.astype(x.dtype), layout, rank)
@@ -69,17 +66,14 @@ def _conv_transpose2d_bwd(geom, plan, precision, residuals, g):
     # get the kernel rule (eq. 30) and bias rule with ∂L/∂Y in the role of the conv's X.
     x, w, b = residuals
     rank, layout = geom.input_rank, geom.layout
-
-    def run(p: Plan, g: jax.Array, w: jax.Array, x: jax.Array):
-        return ev.forward(g, w, geom, p), ev.grad_kernel(g, x, geom, p)
-
     g = lay.to_batched(g, layout, rank)
     w_hwio, x_b = lay.kernel_to_hwio(w, layout, rank), lay.to_batched(x, layout, rank)
-    dx, dw = ev.on_platform(plan, geom, precision, run, g, w_hwio, x_b)
-    db = None if b is None else ev.grad_bias(g, layout).astype(b.dtype)
+    dx = sharded.forward(g, w_hwio, geom, plan, precision)
+    dw = sharded.grad_kernel(g, x_b, geom, plan, precision)
+    db = None if b is None else mesh.cotangent_like(ev.grad_bias(g, layout).astype(b.dtype), b)
     return (
-        lay.from_batched(dx.astype(x.dtype), layout, rank),
-        lay.hwio_to_kernel(dw.astype(w.dtype), layout, rank),
+        mesh.cotangent_like(lay.from_batched(dx.astype(x.dtype), layout, rank), x),
+        mesh.cotangent_like(lay.hwio_to_kernel(dw.astype(w.dtype), layout, rank), w),
         db,
     )
 
@@ -103,6 +97,7 @@ def conv_transpose2d(
     padding_mode: str = "zeros",
     plan: PlanLike = "auto",
     precision: PrecisionLike = None,
+    out_sharding: jax.sharding.NamedSharding | jax.sharding.PartitionSpec | None = None,
 ) -> jax.Array:
     """2-D transposed convolution (PyTorch's `conv_transpose2d`) from the hand-derived rules.
 
@@ -131,6 +126,7 @@ def conv_transpose2d(
       plan: "auto", "plain" or a `jaxconv.Plan` of the conv whose ∂L/∂X this is: its
         `grad_input` form runs the forward, its `forward` and `grad_kernel` forms the backward.
       precision: of the contractions, as for `conv2d`.
+      out_sharding: where Y is placed, as for `conv2d`.
 
     Returns:
       Y of shape (N, C_out, H_out, W_out) ("NCHW") or (N, H_out, W_out, C_out) ("NHWC"),
@@ -174,4 +170,5 @@ def conv_transpose2d(
         padding_mode=padding_mode,
     )
     plan = ev.check_plan(op, plan, geom)
-    return _conv_transpose2d_jit(x, w, b, geom, plan, ev.check_precision(op, precision))
+    y = _conv_transpose2d_jit(x, w, b, geom, plan, ev.check_precision(op, precision))
+    return y if out_sharding is None else jax.sharding.reshard(y, out_sharding)

@@ -4,6 +4,11 @@ Every term of the forward and of ∂L/∂X belongs to one image, and ∂L/∂W i
 per-image terms, so a form can run on `size` images at a time and give the same sums. The
 plan chooses the chunk size (`Plan.forward_chunk` and its siblings); None runs the whole batch
 at once.
+
+A batch that XLA may split over devices (`mesh.auto_batch_shards`) is first cut into that
+many equal parts, and each chunk takes `size` images from every part: the parts stay the
+major axis, so XLA gives each device its own part's images and runs the loop once per
+device chunk, with no gathering of the batch. With one part this is the plain loop.
 """
 
 from __future__ import annotations
@@ -15,15 +20,46 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv._src import layout as lay
+from jaxconv._src.evaluation import mesh
 
 
-def split_images(arrays: tuple[jax.Array, ...], size: int):
-    """(the arrays' first n // size·size images as (n // size, size, ...), the rest or None)."""
+def split_images(arrays: tuple[jax.Array, ...], size: int, shards: int = 1):
+    """The arrays' batches as `shards` equal parts, each cut into chunks of `size` images.
+
+    Returns:
+      (stacked, rest): stacked holds, per array, (count, shards·size, ...): chunk i is images
+      i·size .. (i+1)·size − 1 of every part, parts major; rest holds each part's last
+      images that fill no chunk, as (shards·r, ...), or is None.
+    """
     n = arrays[0].shape[0]
-    whole = n // size * size
-    stacked = tuple(a[:whole].reshape(n // size, size, *a.shape[1:]) for a in arrays)
-    rest = tuple(a[whole:] for a in arrays) if whole < n else None
+    part = n // shards
+    count = part // size
+    whole = count * size
+
+    def parts(a: jax.Array) -> jax.Array:
+        return a.reshape(shards, part, *a.shape[1:])
+
+    def chunked(a: jax.Array) -> jax.Array:
+        by_chunk = parts(a)[:, :whole].reshape(shards, count, size, *a.shape[1:])
+        return jnp.moveaxis(by_chunk, 1, 0).reshape(count, shards * size, *a.shape[1:])
+
+    stacked = tuple(chunked(a) for a in arrays)
+    rest = None
+    if whole < part:
+        rest = tuple(parts(a)[:, whole:].reshape(-1, *a.shape[1:]) for a in arrays)
     return stacked, rest
+
+
+def join_images(out: jax.Array, rest: jax.Array | None, shards: int) -> jax.Array:
+    """The batch `split_images` cut, from the chunks' results (count, shards·size, ...) and
+    the rest's (shards·r, ...) or None."""
+    count, merged = out.shape[:2]
+    inner = out.shape[2:]
+    by_part = jnp.moveaxis(out.reshape(count, shards, merged // shards, *inner), 0, 1)
+    by_part = by_part.reshape(shards, -1, *inner)
+    if rest is not None:
+        by_part = jnp.concatenate([by_part, rest.reshape(shards, -1, *inner)], axis=1)
+    return by_part.reshape(-1, *inner)
 
 
 def map_chunks_as_state(fn: Callable, stacked: tuple[jax.Array, ...]) -> jax.Array:
@@ -41,36 +77,53 @@ def map_chunks_as_state(fn: Callable, stacked: tuple[jax.Array, ...]) -> jax.Arr
 
 
 def map_over_images(
-    fn: Callable, arrays: tuple[jax.Array, ...], size: int | None, chunk_as_state: bool = False
+    fn: Callable,
+    arrays: tuple[jax.Array, ...],
+    size: int | None,
+    chunk_as_state: bool = False,
+    shards: int = 1,
 ) -> jax.Array:
     """fn(*arrays), where image i of the result depends on image i of each array only,
-    evaluated `size` images at a time (None: all at once).
+    evaluated `size` images of each of `shards` parts at a time (None: all at once).
 
     With `chunk_as_state`, each chunk reaches fn as a buffer of its own (loop state) rather
     than as a slice of the stacked arrays, which XLA fuses into every consumer of the chunk.
     """
-    if size is None or size >= arrays[0].shape[0]:
+    if size is None or size >= arrays[0].shape[0] // shards:
         return fn(*arrays)
-    stacked, rest = split_images(arrays, size)
+    stacked, rest = split_images(arrays, size, shards)
     if chunk_as_state:
         out = map_chunks_as_state(fn, stacked)
     else:
         out = lax.map(lambda chunk: fn(*chunk), stacked)
-    out = out.reshape(-1, *out.shape[2:])
-    return out if rest is None else jnp.concatenate([out, fn(*rest)])
+    return join_images(out, None if rest is None else fn(*rest), shards)
 
 
-def sum_over_images(fn: Callable, arrays: tuple[jax.Array, ...], size: int | None) -> jax.Array:
-    """fn(*arrays), where fn is a sum of per-image terms, accumulated `size` images at a time
-    (None: all at once)."""
-    if size is None or size >= arrays[0].shape[0]:
+def sum_over_images(
+    fn: Callable, arrays: tuple[jax.Array, ...], size: int | None, shards: int = 1
+) -> jax.Array:
+    """fn(*arrays), where fn is a sum of per-image terms, accumulated `size` images of each
+    of `shards` parts at a time (None: all at once).
+
+    Each part keeps its own running sum, added to the others' once after the loop: split
+    over devices, that is one all-reduce rather than one per chunk.
+    """
+    if size is None or size >= arrays[0].shape[0] // shards:
         return fn(*arrays)
-    stacked, rest = split_images(arrays, size)
-    term = jax.eval_shape(fn, *(a[0] for a in stacked))
-    total, _ = lax.scan(
-        lambda acc, chunk: (acc + fn(*chunk), None), jnp.zeros(term.shape, term.dtype), stacked
-    )
-    return total if rest is None else total + fn(*rest)
+    stacked, rest = split_images(arrays, size, shards)
+
+    def part_sums(*chunk: jax.Array) -> jax.Array:  # (shards, *term)
+        if shards == 1:
+            return fn(*chunk)[None]
+        return jax.vmap(fn)(*(c.reshape(shards, -1, *c.shape[1:]) for c in chunk))
+
+    term = jax.eval_shape(part_sums, *(a[0] for a in stacked))
+    # Zeros are the same on every device; inside shard_map the sum is not.
+    start = mesh.varying_like(jnp.zeros(term.shape, term.dtype), *arrays)
+    total, _ = lax.scan(lambda acc, chunk: (acc + part_sums(*chunk), None), start, stacked)
+    if rest is not None:
+        total = total + part_sums(*rest)
+    return jnp.sum(total, axis=0)
 
 
 def map_channels_last(
@@ -80,6 +133,7 @@ def map_channels_last(
     size: int | None,
     chunk_as_state: bool = False,
     transpose_by_chunk: bool = False,
+    shards: int = 1,
 ) -> jax.Array:
     """fn, a form taking (N, H, W, C) images, on the batch `a` of `layout`, `size` images at
     a time (`map_over_images`); the result comes back in `layout`.
@@ -94,5 +148,5 @@ def map_channels_last(
 
     else:
         a, on_chunk = lay.to_channels_last(a, layout), fn
-    out = map_over_images(on_chunk, (a,), size, chunk_as_state)
+    out = map_over_images(on_chunk, (a,), size, chunk_as_state, shards)
     return lay.from_channels_last(out, layout)

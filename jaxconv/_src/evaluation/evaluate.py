@@ -94,21 +94,23 @@ def on_platform(
     precision: str | None,
     run: Callable,
     *args,
+    shards: int = 1,
 ):
     """run(p, *args) for the plan p that `plan` names (`check_plan`'s result): itself, or for
-    "auto" the plan
-    `choose` returns for the platform the computation is lowered for; every contraction
-    traced in it at `precision` (None: JAX's default).
+    "auto" the plan `choose` returns for the platform the computation is lowered for and
+    for one of the `shards` parts of the batch (`mesh.auto_batch_shards`); every
+    contraction traced in it at `precision` (None: JAX's default).
 
     Where the plans of the platforms differ, `lax.platform_dependent` traces `run` once per
     plan and lowers only the branch of the platform being compiled for.
     """
     if precision is not None:
         with jax.default_matmul_precision(precision):
-            return on_platform(plan, geom, None, run, *args)
+            return on_platform(plan, geom, None, run, *args, shards=shards)
     if isinstance(plan, Plan) or geom.is_empty:  # nothing to evaluate: any plan will do
         return run(plan if isinstance(plan, Plan) else PLAIN, *args)
-    cpu, gpu, tpu = (choose(geom, p) for p in ("cpu", "gpu", "tpu"))
+    part = geom.per_device(batch_shards=shards)
+    cpu, gpu, tpu = (choose(part, p) for p in ("cpu", "gpu", "tpu"))
     if cpu == gpu == tpu:
         return run(cpu, *args)
     branches = {"cpu": functools.partial(run, cpu), "default": functools.partial(run, gpu)}
@@ -126,7 +128,13 @@ def _zeros(like: jax.Array, nchw_shape: tuple[int, ...], layout: str) -> jax.Arr
 
 
 def forward(
-    x: jax.Array, w: jax.Array, geom: ConvGeometry, plan: Plan, *, backward_follows: bool = False
+    x: jax.Array,
+    w: jax.Array,
+    geom: ConvGeometry,
+    plan: Plan,
+    *,
+    backward_follows: bool = False,
+    shards: int = 1,
 ) -> jax.Array:
     """Z = X̄ ⋆ W (`rules.forward`) by the plan's forward form.
 
@@ -137,6 +145,8 @@ def forward(
       plan: the plan.
       backward_follows: ∂L/∂W will read X channels-last too, so an NCHW X is transposed
         whole, once for both, even where the plan transposes by chunk.
+      shards: the equal parts the batch may be split into over devices; chunks take images
+        from every part (`chunks.split_images`).
 
     Returns:
       (N, O, Ho, Wo) or (N, Ho, Wo, O), in the accumulation dtype.
@@ -148,17 +158,20 @@ def forward(
     if channels_last:
         by_chunk = plan.transpose_by_chunk and not backward_follows
         return chunks.map_channels_last(
-            form, x, geom.layout, plan.forward_chunk, plan.chunks_as_state, by_chunk
+            form, x, geom.layout, plan.forward_chunk, plan.chunks_as_state, by_chunk, shards
         )
-    return chunks.map_over_images(form, (x,), plan.forward_chunk, plan.chunks_as_state)
+    return chunks.map_over_images(form, (x,), plan.forward_chunk, plan.chunks_as_state, shards)
 
 
-def grad_input(g: jax.Array, w: jax.Array, geom: ConvGeometry, plan: Plan) -> jax.Array:
+def grad_input(
+    g: jax.Array, w: jax.Array, geom: ConvGeometry, plan: Plan, *, shards: int = 1
+) -> jax.Array:
     """∂L/∂X (`rules.grad_input`) by the plan's ∂L/∂X form.
 
     Args:
       g: ∂L/∂Z, (N, O, Ho, Wo) or (N, Ho, Wo, O), as `geom.layout`.
       w: (kh, kw, C//G, O).
+      shards: as for `forward`.
 
     Returns:
       (N, C, H, W) or (N, H, W, C), in the accumulation dtype.
@@ -168,16 +181,19 @@ def grad_input(g: jax.Array, w: jax.Array, geom: ConvGeometry, plan: Plan) -> ja
     fn, channels_last = _GRAD_INPUT[plan.grad_input]
     form = functools.partial(fn, w=w, geom=geom)
     if channels_last:
-        return chunks.map_channels_last(form, g, geom.layout, plan.grad_input_chunk)
-    return chunks.map_over_images(form, (g,), plan.grad_input_chunk)
+        return chunks.map_channels_last(form, g, geom.layout, plan.grad_input_chunk, shards=shards)
+    return chunks.map_over_images(form, (g,), plan.grad_input_chunk, shards=shards)
 
 
-def grad_kernel(x: jax.Array, g: jax.Array, geom: ConvGeometry, plan: Plan) -> jax.Array:
+def grad_kernel(
+    x: jax.Array, g: jax.Array, geom: ConvGeometry, plan: Plan, *, shards: int = 1
+) -> jax.Array:
     """∂L/∂W (`rules.grad_kernel`) by the plan's ∂L/∂W form, summed over chunks of images.
 
     Args:
       x: (N, C, H, W) or (N, H, W, C), as `geom.layout`.
       g: ∂L/∂Z, (N, O, Ho, Wo) or (N, Ho, Wo, O).
+      shards: as for `forward`; each part sums its own images.
 
     Returns:
       (kh, kw, C//G, O), in the accumulation dtype.
@@ -188,7 +204,8 @@ def grad_kernel(x: jax.Array, g: jax.Array, geom: ConvGeometry, plan: Plan) -> j
     fn, channels_last = _GRAD_KERNEL[plan.grad_kernel]
     if channels_last:
         x, g = lay.to_channels_last(x, geom.layout), lay.to_channels_last(g, geom.layout)
-    return chunks.sum_over_images(functools.partial(fn, geom=geom), (x, g), plan.grad_kernel_chunk)
+    form = functools.partial(fn, geom=geom)
+    return chunks.sum_over_images(form, (x, g), plan.grad_kernel_chunk, shards)
 
 
 def grad_bias(g: jax.Array, layout: str) -> jax.Array:
