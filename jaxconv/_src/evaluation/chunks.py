@@ -112,9 +112,9 @@ def sum_over_images(
         return fn(*arrays)
     stacked, rest = split_images(arrays, size, shards)
 
-    def part_sums(*chunk: jax.Array) -> jax.Array:  # (shards, *term)
+    def part_sums(*chunk: jax.Array) -> jax.Array:  # (shards, *term), or the term for one
         if shards == 1:
-            return fn(*chunk)[None]
+            return fn(*chunk)
         return jax.vmap(fn)(*(c.reshape(shards, -1, *c.shape[1:]) for c in chunk))
 
     term = jax.eval_shape(part_sums, *(a[0] for a in stacked))
@@ -123,7 +123,7 @@ def sum_over_images(
     total, _ = lax.scan(lambda acc, chunk: (acc + part_sums(*chunk), None), start, stacked)
     if rest is not None:
         total = total + part_sums(*rest)
-    return jnp.sum(total, axis=0)
+    return total if shards == 1 else jnp.sum(total, axis=0)
 
 
 def map_channels_last(
