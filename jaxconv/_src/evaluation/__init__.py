@@ -3,4 +3,5 @@
 - `plan`: the `Plan`, `choose(geometry, platform)` and `supported(geometry)`.
 - `evaluate`: runs a rule by the form a plan names (`forward`, `grad_input`, `grad_kernel`).
 - `gemm`, `winograd`, `shallow`: the forms; `chunks`: a few images at a time.
+- `sharded`: each pass on the devices its operands live on; `mesh`: what JAX says of them.
 """
