@@ -10,7 +10,7 @@ Runs on whatever `jax.devices()` offers; with several devices the step is data-p
 Writes checkpoint.npz (the run's whole state and record), metrics.json, curves.png and
 filters.png to --out; --resume continues a run, and repairs one killed at any moment.
 
-    python -m jaxconv.demo --distributed --coordinator 10.0.0.1:1234 --num-processes 2 \
+    python -m jaxconv.demo --distributed --coordinator 10.0.0.1:1234 --num-processes 2 \\
         --process-id 0 --out /shared/run     # and --process-id 1 on the other host
 
 runs one process per host over all their devices (`jax.distributed.initialize`); process 0
