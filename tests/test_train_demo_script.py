@@ -105,6 +105,10 @@ def test_help_documents_every_flag():
         "--impl",
         "--check-grads",
         "--resume",
+        "--distributed",
+        "--coordinator",
+        "--num-processes",
+        "--process-id",
     ):
         assert flag in result.stdout
 
@@ -137,6 +141,31 @@ def test_resume_needs_out():
         ),
         (["--dataset", "mnist", "--data-dir", "nowhere"], "--data-dir nowhere is not a directory"),
         (["--out", "README.md"], "--out README.md is not a directory"),
+        (["--coordinator", "10.0.0.1:1234"], "--coordinator needs --distributed"),
+        (["--num-processes", "2"], "--num-processes needs --distributed"),
+        (["--process-id", "1"], "--process-id needs --distributed"),
+        (
+            ["--distributed", "--coordinator", "10.0.0.1"],
+            "argument --coordinator: must be HOST:PORT with a port in 1..65535 (the address of "
+            "process 0), got '10.0.0.1'",
+        ),
+        (
+            ["--distributed", "--coordinator", "host:70000"],
+            "argument --coordinator: must be HOST:PORT with a port in 1..65535 (the address of "
+            "process 0), got 'host:70000'",
+        ),
+        (
+            ["--distributed", "--num-processes", "0"],
+            "argument --num-processes: must be an integer >= 1, got 0",
+        ),
+        (
+            ["--distributed", "--process-id", "-1"],
+            "argument --process-id: must be an integer >= 0, got -1",
+        ),
+        (
+            ["--distributed", "--num-processes", "2", "--process-id", "2"],
+            "--process-id 2 must be less than --num-processes 2 (processes are numbered 0..N-1)",
+        ),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(flags, message, capsys, monkeypatch):
@@ -202,6 +231,28 @@ def test_an_incomplete_data_dir_names_the_missing_file_and_creates_no_run(tmp_pa
         "(or t10k-labels-idx1-ubyte); it must hold all four mnist files."
     )
     assert not out.exists()  # the run directory comes after the data
+
+
+def test_distributed_without_a_coordinator_fails_in_one_line(tmp_path):
+    # Nothing to detect (no cluster environment, no JAX_COORDINATOR_ADDRESS): JAX's own error,
+    # with what to give instead; before any file is made.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_", "OMPI_"))}
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "train_demo.py", "--distributed", "--out", str(out)],
+        cwd=ROOT,
+        env={**env, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "train_demo.py: error: --distributed: jax.distributed.initialize() failed "
+        "(coordinator_address should be defined.); give --coordinator, --num-processes and "
+        "--process-id, or run under a cluster JAX detects.\n"
+    )
+    assert not out.exists()
 
 
 def test_an_expected_failure_is_one_line_without_traceback(tmp_path):

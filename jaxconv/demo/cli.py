@@ -10,6 +10,12 @@ Runs on whatever `jax.devices()` offers; with several devices the step is data-p
 Writes checkpoint.npz (the run's whole state and record), metrics.json, curves.png and
 filters.png to --out; --resume continues a run, and repairs one killed at any moment.
 
+    python -m jaxconv.demo --distributed --coordinator 10.0.0.1:1234 --num-processes 2 \\
+        --process-id 0 --out /shared/run     # and --process-id 1 on the other host
+
+runs one process per host over all their devices (`jax.distributed.initialize`); process 0
+writes --out, the others write nothing.
+
 The demo needs the `demo` extra (optax, scikit-learn, matplotlib, tqdm); without it, it
 stops with one line naming `pip install "jaxconv[demo]"` before anything else runs.
 """
@@ -80,6 +86,16 @@ def _integer(minimum: int, maximum: int | None = None):
         return value
 
     return parse
+
+
+def _coordinator(text: str) -> str:
+    """An argparse type: HOST:PORT, the port an integer in 1..65535."""
+    host, colon, port = text.rpartition(":")
+    if not (colon and host and port.isdigit() and 1 <= int(port) <= 65535):
+        raise argparse.ArgumentTypeError(
+            f"must be HOST:PORT with a port in 1..65535 (the address of process 0), got {text!r}"
+        )
+    return text
 
 
 def _learning_rate(text: str) -> float:
@@ -153,9 +169,41 @@ def parse_args(argv: list[str] | None = None, *, prog: str = PROG) -> argparse.N
     parser.add_argument(
         "--distributed",
         action="store_true",
-        help="call jax.distributed.initialize() first (multi-host; see docs/demo.md)",
+        help="one process of a multi-process run (one per host; see docs/demo.md): call "
+        "jax.distributed.initialize() first; process 0 writes --out, the others nothing",
+    )
+    parser.add_argument(
+        "--coordinator",
+        type=_coordinator,
+        metavar="HOST:PORT",
+        help="with --distributed: process 0's address and a free port on it, the same for "
+        "every process (default: detected by JAX from the cluster, or JAX_COORDINATOR_ADDRESS)",
+    )
+    parser.add_argument(
+        "--num-processes",
+        type=_integer(1),
+        metavar="N",
+        help="with --distributed: how many processes (default: detected by JAX)",
+    )
+    parser.add_argument(
+        "--process-id",
+        type=_integer(0),
+        metavar="I",
+        help="with --distributed: this process's index, 0..N-1 (default: detected by JAX)",
     )
     args = parser.parse_args(argv)
+    for flag in ("coordinator", "num_processes", "process_id"):
+        if getattr(args, flag) is not None and not args.distributed:
+            parser.error(f"--{flag.replace('_', '-')} needs --distributed")
+    if (
+        args.num_processes is not None
+        and args.process_id is not None
+        and args.process_id >= args.num_processes
+    ):
+        parser.error(
+            f"--process-id {args.process_id} must be less than --num-processes "
+            f"{args.num_processes} (processes are numbered 0..N-1)"
+        )
     if args.resume and args.out is None:
         parser.error("--resume needs --out (the run directory to continue)")
     if args.data_dir is not None:
@@ -170,17 +218,29 @@ def parse_args(argv: list[str] | None = None, *, prog: str = PROG) -> argparse.N
     return args
 
 
+class DistributedInitError(RuntimeError):
+    """`jax.distributed.initialize` failed: no coordinator reached, or nothing detected."""
+
+
 # Failures a user can meet and act on: one line each, no traceback. Anything else is a bug.
-_EXPECTED = (ValueError, OSError, data.DownloadError, storage.RunDirBusyError)
+_EXPECTED = (
+    ValueError,
+    OSError,
+    data.DownloadError,
+    storage.RunDirBusyError,
+    DistributedInitError,
+)
 
 
 def main(argv: list[str] | None = None, *, prog: str = PROG) -> dict[str, Any]:
     """Runs the demo; returns the metrics. Exits 2 on a bad flag, 1 on an expected failure
     or a missing demo extra (a message on stderr), 130 on Ctrl-C."""
     args = parse_args(argv, prog=prog)
+    from jaxconv.demo import train  # importable: parse_args checked the demo extra
+
     try:
         return _run(args)
-    except _EXPECTED as error:
+    except (*_EXPECTED, train.PeerError) as error:
         print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
@@ -193,13 +253,45 @@ def console_main() -> None:
     main()
 
 
+def initialize_distributed(
+    coordinator: str | None, num_processes: int | None, process_id: int | None
+) -> None:
+    """Joins this process to a multi-process run; call it before anything touches a backend.
+
+    Args:
+      coordinator: HOST:PORT of process 0; None lets JAX detect it (Slurm, Open MPI, TPU
+        pods, or the JAX_COORDINATOR_ADDRESS environment variable).
+      num_processes: the number of processes; None: detected.
+      process_id: this process's index; None: detected.
+
+    Raises:
+      DistributedInitError: JAX could not initialize (the message says why).
+    """
+    import jax
+
+    # Cross-process collectives on CPU need an implementation (gloo is jax 0.10's default;
+    # stated so that a CPU run across processes does not depend on it). GPUs use NCCL.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+        )
+    except (ValueError, RuntimeError, TypeError) as error:
+        raise DistributedInitError(
+            f"--distributed: jax.distributed.initialize() failed ({error}); give --coordinator, "
+            "--num-processes and --process-id, or run under a cluster JAX detects."
+        ) from error
+
+
 def _run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.distributed:  # before the first use of jax, which would start a backend
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    import jax
+
     from jaxconv.demo import train
 
-    if args.distributed:
-        import jax
-
-        jax.distributed.initialize()
+    # Process 0 speaks for the run; the others say one line at the end.
+    quiet = jax.process_index() != 0
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("runs") / f"{args.dataset}-{stamp}"
     config = train.TrainConfig(
@@ -216,10 +308,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     # Before loading (perhaps downloading) data: a wrong --out or --resume fails at once.
     train.check_run_dir(out, config, resume=args.resume)
     dataset = data.load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
-    print(
-        f"{dataset.name}: {len(dataset.train_labels)} train / {len(dataset.test_labels)} test "
-        f"images of {dataset.train_images.shape[-2]}×{dataset.train_images.shape[-1]}"
-    )
+    if not quiet:
+        print(
+            f"{dataset.name}: {len(dataset.train_labels)} train / {len(dataset.test_labels)} "
+            f"test images of {dataset.train_images.shape[-2]}×{dataset.train_images.shape[-1]}"
+        )
     _, metrics = train.train(
         config,
         dataset,
@@ -228,6 +321,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         progress=not args.no_progress and sys.stderr.isatty(),
         figures=True,
     )
+    if quiet:
+        print(
+            f"process {jax.process_index()} of {jax.process_count()}: done; process 0 wrote {out}/"
+        )
+        return metrics
     if metrics["grad_checks"]:
         worst = max(max(c["max_rel_diff"].values()) for c in metrics["grad_checks"])
         print(f"hand-derived vs automatic gradients: max relative difference {worst:.2e}")
