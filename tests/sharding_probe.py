@@ -102,44 +102,31 @@ def data_parallel() -> dict:
                 case[kind] = hlo_stats.summary(compiled)
             out[f"conv {layout} {impl}"] = case
 
+    # The demo's own step (train.make_train_step), on Auto and on Explicit axes.
     params = model.init_params(jax.random.key(0), 28, 10)
     optimizer = train.make_optimizer(1e-3)
     opt_state = optimizer.init(params)
     images = jax.random.normal(jax.random.key(2), (256, 1, 28, 28), jnp.float32)
     labels = jnp.arange(256, dtype=jnp.int32) % 10
+    local = 256 // DEVICES
     for impl, name in (("jaxconv", "jaxconv"), ("xla", "lax")):
         conv = model.CONV_IMPLS[name]
-
-        def step(params, opt_state, images, labels, conv=conv):
-            loss, grads = jax.value_and_grad(model.loss_fn)(params, images, labels, conv)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return jax.tree.map(jnp.add, params, updates), opt_state, loss
-
-        args = (params, opt_state, images, labels)
-        specs = (P(), P(), P("data"), P("data"))
-        case = {"single": hlo_stats.summary(compile_on(step, None, args, None))}
-        local = (params, opt_state, images[: 256 // DEVICES], labels[: 256 // DEVICES])
-        case["per_device_batch"] = hlo_stats.summary(compile_on(step, None, local, None))
-        for kind in ("auto", "explicit"):
-            mesh = make_mesh((DEVICES,), ("data",), kind)
-            tree_specs = tuple(jax.tree.map(lambda _, s=s: s, a) for a, s in zip(args, specs))
-            try:
-                compiled = compile_on_tree(step, mesh, args, tree_specs)
-            except Exception as error:  # TEMPORARY until the demo's Explicit mesh lands
-                case[kind] = {"error": str(error)[:200]}
-                continue
-            case[kind] = hlo_stats.summary(compiled)
+        case = {}
+        for label, mesh, n in (
+            ("single", one_device_mesh(), 256),
+            ("per_device_batch", one_device_mesh(), local),
+            ("auto", make_mesh((DEVICES,), ("data",), "auto"), 256),
+            ("explicit", make_mesh((DEVICES,), ("data",), "explicit"), 256),
+        ):
+            step = train.make_train_step(conv, optimizer, mesh)
+            # Placed as the demo places them (train.replicate, train.shard_batch).
+            state = jax.device_put((params, opt_state), NamedSharding(mesh, P()))
+            batch = jax.device_put((images[:n], labels[:n]), NamedSharding(mesh, P("data")))
+            with jax.set_mesh(mesh):
+                compiled = step.lower(*state, *batch).compile()
+            case[label] = hlo_stats.summary(compiled)
         out[f"demo step {impl}"] = case
     return out
-
-
-def compile_on_tree(fn, mesh, args, tree_specs):
-    placed = jax.tree.map(lambda a, s: jax.device_put(a, NamedSharding(mesh, s)), args, tree_specs)
-    with jax.set_mesh(mesh):
-        if mesh.axis_types[0] == AxisType.Explicit:
-            return jax.jit(fn).lower(*placed).compile()
-        shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), tree_specs)
-        return jax.jit(fn, in_shardings=shardings).lower(*args).compile()
 
 
 def max_rel(got, want) -> float:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 import jaxconv
 
@@ -79,9 +80,15 @@ def init_params(key: jax.Array, image_size: int, num_classes: int = 10) -> Param
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
     """2×2 max pooling with stride 2 of (N, H, W, C); H and W must be even."""
-    # reduce_window, not a reshape to (N, H/2, 2, W/2, 2, C): under a mesh of Explicit axes
-    # jax has no sharding rule for that reshape of a batch-sharded array.
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    n, h, w, c = x.shape
+    # A reshape, not lax.reduce_window, whose gradient is 35× slower on a CPU. Under Explicit
+    # mesh axes jax needs to be told the split batch stays split.
+    sharding = jax.typeof(x).sharding
+    split = None
+    if not sharding.mesh.empty and sharding.mesh.explicit_axes:
+        split = P(sharding.spec[0] if sharding.spec else None)
+    windows = jnp.reshape(x, (n, h // 2, 2, w // 2, 2, c), out_sharding=split)
+    return windows.max(axis=(2, 4))
 
 
 def apply(params: Params, images: jax.Array, conv: ConvFn = jaxconv.conv2d) -> jax.Array:
