@@ -47,9 +47,8 @@ def _kernel_spec(out_channels: AxisNames) -> P:
 
 
 def _split(the_mesh, names: AxisNames, size: int, taken: AxisNames = ()) -> AxisNames:
-    """`names` without axes in `taken` or of one device, or () where their devices do not
-    divide `size`."""
-    names = tuple(n for n in names if n not in taken and the_mesh.shape[n] > 1)
+    """`names` without axes in `taken`, or () where their devices do not divide `size`."""
+    names = tuple(n for n in names if n not in taken)
     return names if size % _count(the_mesh, names) == 0 else ()
 
 
