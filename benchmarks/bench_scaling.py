@@ -39,6 +39,7 @@ def child(axes: str, repeats: int) -> list[dict]:
     """Runs in the process with the forced devices: one row per program and implementation."""
     import jax
     import jax.numpy as jnp
+    import numpy as np
     from hlo_stats import summary
     from jax.sharding import AxisType, NamedSharding
     from jax.sharding import PartitionSpec as P
@@ -58,9 +59,10 @@ def child(axes: str, repeats: int) -> list[dict]:
         labels = jnp.arange(GLOBAL_BATCH, dtype=jnp.int32) % 10
         for impl, name in (("jaxconv", "jaxconv"), ("xla", "lax")):
             step = train.make_train_step(model.CONV_IMPLS[name], optimizer, mesh)
+            fresh = jax.tree.map(np.asarray, (params, optimizer.init(params)))  # the step donates
             args = (
-                jax.device_put(params, replicated),
-                jax.device_put(optimizer.init(params), replicated),
+                jax.device_put(fresh[0], replicated),
+                jax.device_put(fresh[1], replicated),
                 jax.device_put(images, batch),
                 jax.device_put(labels, batch),
             )

@@ -56,13 +56,28 @@ def _count(the_mesh, names: AxisNames) -> int:
     return math.prod(the_mesh.shape[n] for n in names)
 
 
-def _on_shards(the_mesh, body: Callable, operands, in_specs, out_spec: P) -> jax.Array:
-    """body on each device's shards, after moving the operands to `in_specs`."""
+def _on_shards(
+    the_mesh, body: Callable, operands, in_specs, out_spec: P, summed: AxisNames = ()
+) -> jax.Array:
+    """body on each device's shards, after moving the operands to `in_specs`. body sums
+    over the `summed` axes with `_sum`, which skips those of one device: then the types,
+    which would want a psum there, go unchecked."""
     placed = tuple(
         jax.sharding.reshard(a, NamedSharding(the_mesh, spec))
         for a, spec in zip(operands, in_specs)
     )
-    return jax.shard_map(body, mesh=the_mesh, in_specs=tuple(in_specs), out_specs=out_spec)(*placed)
+    checked = all(the_mesh.shape[n] > 1 for n in summed)
+    mapped = jax.shard_map(
+        body, mesh=the_mesh, in_specs=tuple(in_specs), out_specs=out_spec, check_vma=checked
+    )
+    return mapped(*placed)
+
+
+def _sum(the_mesh, a: jax.Array, names: AxisNames) -> jax.Array:
+    """psum over those of `names` with more than one device (a sum over one device is the
+    value itself, and no all-reduce)."""
+    names = tuple(n for n in names if the_mesh.shape[n] > 1)
+    return lax.psum(a, names) if names else a
 
 
 def _evaluate(geom: ConvGeometry, plan, precision, evaluation: Callable, shards: int, *arrays):
@@ -125,10 +140,11 @@ def grad_input(
 
     def body(g, w):
         dx = _evaluate(part, plan, precision, ev.grad_input, 1, g, w)
-        return lax.psum(dx, out) if out else dx  # eq. 31 sums over every output channel
+        return _sum(the_mesh, dx, out)  # eq. 31 sums over every output channel
 
     in_specs = (_images_spec(geom.layout, batch, out), _kernel_spec(out))
-    return _on_shards(the_mesh, body, (g, w), in_specs, _images_spec(geom.layout, batch, ()))
+    out_spec = _images_spec(geom.layout, batch, ())
+    return _on_shards(the_mesh, body, (g, w), in_specs, out_spec, summed=out)
 
 
 def grad_kernel(
@@ -151,7 +167,7 @@ def grad_kernel(
 
     def body(x, g):
         dw = _evaluate(part, plan, precision, ev.grad_kernel, 1, x, g)
-        return lax.psum(dw, batch) if batch else dw  # eq. 30 sums over every image
+        return _sum(the_mesh, dw, batch)  # eq. 30 sums over every image
 
     in_specs = (_images_spec(geom.layout, batch, ()), _images_spec(geom.layout, batch, out))
-    return _on_shards(the_mesh, body, (x, g), in_specs, _kernel_spec(out))
+    return _on_shards(the_mesh, body, (x, g), in_specs, _kernel_spec(out), summed=batch)
