@@ -10,6 +10,7 @@ under shard_map, pmap, Auto and Explicit axes, against XLA and one device).
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -87,7 +88,7 @@ def compile_on(fn, mesh, args, specs):
 
 def data_parallel() -> dict:
     out: dict = {"devices": DEVICES}
-    for layout in ("NCHW", "NHWC"):
+    for layout in ("NCHW",):  # the tensor-parallel group has NHWC
         x, w = arrays(DEEP["x"], DEEP["w"], layout)
         per_device = x[: x.shape[0] // DEVICES]
         for impl, conv in IMPLS.items():
@@ -140,30 +141,36 @@ def max_rel(got, want) -> float:
 
 def tensor_parallel() -> dict:
     out: dict = {}
-    x, w = arrays((32, 32, 26, 26), (64, 32, 3, 3))
-    layouts = {
-        "model 4": ((DEVICES,), ("model",), P()),
-        "data×model 2×2": ((2, 2), ("data", "model"), P("data")),
+    meshes = {  # name: mesh shape, axis names, layout, x's spec, w's spec, Z's spec
+        "model 4": ((DEVICES,), ("model",), "NCHW", P(), P("model"), P(None, "model")),
+        "data×model 2×2": (
+            (2, 2),
+            ("data", "model"),
+            "NHWC",
+            P("data"),
+            P(None, None, None, "model"),
+            P("data", None, None, "model"),
+        ),
     }
-    for name, (shape, names, x_spec) in layouts.items():
+    for name, (shape, names, layout, x_spec, w_spec, z_spec) in meshes.items():
+        x, w = arrays((32, 32, 26, 26), (64, 32, 3, 3), layout)
         for kind in ("auto", "explicit"):
             mesh = make_mesh(shape, names, kind)
             results, case = {}, {}
             for impl, conv in IMPLS.items():
-                placement = P(x_spec[0] if len(x_spec) else None, "model")
-                spec = placement if kind == "explicit" else None
+                spec = z_spec if kind == "explicit" else None
+                conv = functools.partial(conv, padding=1, layout=layout)
 
                 def fn(x, w, conv=conv, spec=spec):
                     def loss(x, w):
-                        return jnp.sum(jnp.tanh(conv(x, w, padding=1, out_sharding=spec)))
+                        return jnp.sum(jnp.tanh(conv(x, w, out_sharding=spec)))
 
                     return jax.value_and_grad(loss, argnums=(0, 1))(x, w)
 
-                compiled = compile_on(fn, mesh, (x, w), (x_spec, P("model")))
+                compiled = compile_on(fn, mesh, (x, w), (x_spec, w_spec))
                 case[impl] = hlo_stats.summary(compiled)
                 placed = [
-                    jax.device_put(a, NamedSharding(mesh, s))
-                    for a, s in ((x, x_spec), (w, P("model")))
+                    jax.device_put(a, NamedSharding(mesh, s)) for a, s in ((x, x_spec), (w, w_spec))
                 ]
                 results[impl] = compiled(*placed)
                 if kind == "explicit":
@@ -177,7 +184,7 @@ def tensor_parallel() -> dict:
                     case[impl]["out_spec"] = str(jax.typeof(z).sharding.spec)
                     case[impl]["asked_replicated_spec"] = str(jax.typeof(whole).sharding.spec)
             case["max_rel_vs_xla"] = max_rel(results["jaxconv"], results["xla"])
-            out[f"{name} {kind}"] = case
+            out[f"{name} {layout} {kind}"] = case
     return out
 
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jax import lax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import hlo_stats  # noqa: E402
+import hlo_stats
 
 
 def _hlo(fn, *args) -> str:
@@ -43,7 +43,7 @@ def test_a_convolution_counts_its_window_and_input_channels():
     assert hlo_stats.contraction_flops(hlo) == 2 * (2 * 4 * 7 * 7) * (3 * 3 * 3)
 
 
-HLO_WITH_AN_ALL_REDUCE_IN_A_LOOP = """
+HLO_WITH_AN_ALL_REDUCE_IN_A_LOOP = """\
 HloModule m
 
 %sum (a: f32[], b: f32[]) -> f32[] {
@@ -70,7 +70,8 @@ ENTRY %main (x: f32[64]) -> f32[64] {
   %g = f32[32]{0} all-gather(%x), dimensions={0}
   %z = s32[] constant(0)
   %t = (s32[], f32[64]{0}) tuple(%z, %x)
-  %w = (s32[], f32[64]{0}) while(%t), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"5"}}
+  %w = (s32[], f32[64]{0}) while(%t), condition=%cond, body=%body, \
+backend_config={"known_trip_count":{"n":"5"}}
   ROOT %o = f32[64]{0} get-tuple-element(%w), index=1
 }
 """
