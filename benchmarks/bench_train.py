@@ -25,13 +25,13 @@ import numpy as np
 from jaxconv.demo import model, train
 
 
-def jax_step(impl: str, batch_size: int):
-    """A compiled train step and its initial (params, opt_state), for one conv impl."""
-    mesh = train.make_mesh()
+def jax_step(impl: str, batch_size: int, mesh):
+    """The demo's train step and its initial (params, opt_state) placed on `mesh`, for one
+    conv impl; call it under `jax.set_mesh(mesh)`, as the demo does."""
     config = train.TrainConfig(batch_size=batch_size, impl=impl)
     state = train.init_state(config, 28, 10)
     step = train.make_train_step(model.CONV_IMPLS[impl], train.make_optimizer(config.lr), mesh)
-    return step, [state.params, state.opt_state]
+    return step, list(train.replicate(mesh, (state.params, state.opt_state)))
 
 
 def torch_step(batch_size: int):
@@ -82,12 +82,14 @@ def main(argv: list[str] | None = None) -> dict:
     images = rng.random((args.batch_size, 1, 28, 28), np.float32)
     labels = rng.integers(0, 10, args.batch_size).astype(np.int32)
     runners = {}
+    mesh = train.make_mesh()
     for impl in ("jaxconv", "lax"):
-        step, carry = jax_step(impl, args.batch_size)
-        x, y = train.shard_batch(train.make_mesh(), images, labels)
+        step, carry = jax_step(impl, args.batch_size, mesh)
+        x, y = train.shard_batch(mesh, images, labels)
 
         def run(step=step, carry=carry, x=x, y=y):
-            carry[0], carry[1], loss = step(carry[0], carry[1], x, y)
+            with jax.set_mesh(mesh):
+                carry[0], carry[1], loss = step(carry[0], carry[1], x, y)
             loss.block_until_ready()
 
         runners[impl] = run

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jaxconv
@@ -86,7 +87,7 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     sharding = jax.typeof(x).sharding
     split = None
     if not sharding.mesh.empty and sharding.mesh.explicit_axes:
-        split = P(sharding.spec[0] if sharding.spec else None)
+        split = NamedSharding(sharding.mesh, P(sharding.spec[0] if sharding.spec else None))
     windows = jnp.reshape(x, (n, h // 2, 2, w // 2, 2, c), out_sharding=split)
     return windows.max(axis=(2, 4))
 
