@@ -17,15 +17,18 @@ Before anything is timed, one step's loss and gradients of the jaxconv model are
 with the XLA model's, and PyTorch's loss with theirs: an implementation that disagrees is not
 timed. Steps are then interleaved round-robin, each timed step after `--warm` untimed steps of
 the same implementation (as in bench_train.py). Compile time is trace, lower and XLA compile
-of a fresh step with the caches cleared, `--compiles` times (median, min–max); temporary
-memory is the compiled program's `memory_analysis().temp_size_in_bytes`; HLO ops count the
-instructions of the optimised module. The demo's train step (jaxconv.demo, 28×28) is compiled
-the same way.
+of a fresh step with the caches cleared, `--compiles` times (median, min–max; wall time, and
+the process's CPU time beside it); temporary memory is the compiled program's
+`memory_analysis().temp_size_in_bytes`; HLO ops and fusions count the instructions and the
+fusions (XLA:CPU compiles each fusion to a kernel of its own) of the optimised module. The
+demo's train step (jaxconv.demo, 28×28) is compiled the same way, and that step is then timed
+by bench_train.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -337,19 +340,21 @@ def one_step_gradients(net: Network, conv: Callable[..., jax.Array], images, lab
     return jax.jit(jax.value_and_grad(jax_loss(net, conv)))(params, images, labels)
 
 
-def compile_stats(make_step: Callable[[], Callable], args: tuple, repeats: int) -> dict:
-    """Trace, lower and compile times of fresh steps (`make_step()`, every cache cleared
-    first), `repeats` times; and of the last program, its temporary memory and HLO ops.
+def compile_stats(make_step: Callable[[], Callable], args: tuple, repeats: int) -> tuple:
+    """Trace, lower and XLA compile of fresh steps (`make_step()`, every cache cleared first),
+    `repeats` times.
 
     Returns:
-      {"trace_s", "lower_s", "compile_s", "total_s": [seconds per repeat], "temp_bytes",
-      "hlo_ops"}.
+      ({"trace_s", "lower_s", "compile_s", "total_s": [wall seconds per repeat],
+      "total_cpu_s": [this process's CPU seconds], "temp_bytes", "hlo_ops", "fusions"} of the
+      last program, the last compiled program).
     """
-    times: dict[str, list[float]] = {"trace_s": [], "lower_s": [], "compile_s": [], "total_s": []}
+    keys = ("trace_s", "lower_s", "compile_s", "total_s", "total_cpu_s")
+    times: dict[str, list[float]] = {k: [] for k in keys}
     for _ in range(repeats):
         jax.clear_caches()
         step = make_step()
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         traced = step.trace(*args)
         traced_at = time.perf_counter()
         lowered = traced.lower()
@@ -360,18 +365,21 @@ def compile_stats(make_step: Callable[[], Callable], args: tuple, repeats: int) 
         times["lower_s"].append(lowered_at - traced_at)
         times["compile_s"].append(done - lowered_at)
         times["total_s"].append(done - start)
-    return {
+        times["total_cpu_s"].append(time.process_time() - cpu)
+    text = compiled.as_text()
+    stats = {
         **times,
         "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
-        "hlo_ops": hlo_ops(compiled.as_text()),
+        "hlo_ops": hlo_ops(text),
+        "fusions": text.count(" fusion("),
     }
+    return stats, compiled
 
 
 def hlo_ops(text: str) -> int:
-    """Instructions of an HLO module's text: lines that assign a value (`%x = ...`, `x = ...`)."""
-    return sum(
-        1 for line in text.splitlines() if " = " in line and not line.startswith("HloModule")
-    )
+    """Instructions of an HLO module's text (fused computations' included): the lines that
+    assign a value."""
+    return sum(1 for line in text.splitlines() if " = " in line and not line.startswith("Hlo"))
 
 
 def demo_step(impl: str, batch_size: int) -> tuple[Callable[[], Callable], tuple]:
@@ -535,13 +543,14 @@ def time_steps(runners: dict[str, Callable], steps: int, warm: int) -> dict[str,
     return times
 
 
-def jax_runner(net: Network, conv: Callable[..., jax.Array], images, labels) -> Callable:
-    """A closure running one compiled step of `net` with `conv`, carrying its state."""
-    step, state = jax_train_step(net, conv), jax_state(net)
+def jax_runner(net: Network, compiled: Callable, images, labels) -> Callable:
+    """A closure running the compiled step of `net` once, carrying its state; returns the
+    step's loss."""
+    state = jax_state(net)
     x, y = jnp.asarray(images), jnp.asarray(labels)
 
     def run() -> float:
-        state[0], state[1], loss = step(state[0], state[1], x, y)
+        state[0], state[1], loss = compiled(state[0], state[1], x, y)
         return float(loss)
 
     return run
@@ -553,35 +562,38 @@ def summary(seconds: list[float]) -> dict:
 
 
 def first_losses(runners: dict[str, Callable]) -> dict:
-    """Each runner's first step, whose loss is at the initial parameters: {impl: loss} and
-    {impl: relative difference from lax's}."""
+    """Each runner's first step, whose loss is at the initial parameters: {"loss": {impl:
+    loss}, "rel_err": {impl: relative difference from lax's}, "ok": {impl: within
+    FIRST_LOSS_RTOL}}."""
     losses = {impl: run() for impl, run in runners.items()}
     ref = losses.get("lax", next(iter(losses.values())))
-    return {"loss": losses, "rel_err": {k: abs(v - ref) / abs(ref) for k, v in losses.items()}}
+    rel_err = {k: abs(v - ref) / abs(ref) for k, v in losses.items()}
+    ok = {k: e <= FIRST_LOSS_RTOL for k, e in rel_err.items()}
+    for impl in (k for k, good in ok.items() if not good):
+        print(f"  {impl}: first-step loss {losses[impl]} differs from {ref}", flush=True)
+    return {"loss": losses, "rel_err": rel_err, "ok": ok}
 
 
 def measure_network(net: Network, args: argparse.Namespace) -> dict:
-    """The check, then steps/s, compile times and memory of one network."""
+    """The check, then compile times and memory, then steps/s, of one network."""
     checked = check(net, args.check_batch_size)
     for impl, good in checked["ok"].items():
         if not good:
             print(f"  {net.name} {impl}: WRONG ({checked}); not timed", flush=True)
     images, labels = batch(args.batch_size, 32)
-    runners: dict[str, Callable] = {}
+    step_args = (*jax_state(net), jnp.asarray(images), jnp.asarray(labels))
+    compiles, runners = {}, {}
     for impl, conv in JAX_CONVS.items():
+        make = functools.partial(jax_train_step, net, conv)
+        compiles[impl], compiled = compile_stats(make, step_args, args.compiles)
         if impl in args.impls and checked["ok"][impl]:
-            runners[impl] = jax_runner(net, conv, images, labels)
+            runners[impl] = jax_runner(net, compiled, images, labels)
     if "torch" in args.impls and checked["ok"].get("torch"):
         t_step = torch_step(net, images, labels)
         if t_step is not None:
             runners["torch"] = t_step
     first = first_losses(runners)
     times = time_steps(runners, args.steps, args.warm)
-    state_args = (*jax_state(net), jnp.asarray(images), jnp.asarray(labels))
-    compiles = {
-        impl: compile_stats(lambda conv=conv: jax_train_step(net, conv), state_args, args.compiles)
-        for impl, conv in JAX_CONVS.items()
-    }
     return {
         "check": checked,
         "first_step": first,
@@ -595,7 +607,7 @@ def measure_demo(args: argparse.Namespace) -> dict:
     out = {}
     for impl in JAX_CONVS:
         make, step_args = demo_step(impl, args.demo_batch_size)
-        out[impl] = compile_stats(make, step_args, args.compiles)
+        out[impl], _ = compile_stats(make, step_args, args.compiles)
     return out
 
 
@@ -634,7 +646,7 @@ def print_network(name: str, r: dict, batch_size: int) -> None:
     for impl, s in steps.items():
         ratios = ""
         if impl == "jaxconv":
-            for ref in steps.keys() - {"jaxconv"}:
+            for ref in [k for k in steps if k != "jaxconv"]:
                 ratios += f"  steps/s ×{ref} {steps[ref]['median'] / s['median']:5.2f}"
         print(
             f"  {impl:8s} {1 / s['median']:7.3f} steps/s [{1 / s['max']:6.3f}–{1 / s['min']:6.3f}]"
@@ -652,7 +664,7 @@ def print_compile(compiles: dict) -> None:
             f"  {impl:8s} compile {med['total_s']:6.2f} s [{min(c['total_s']):5.2f}–"
             f"{max(c['total_s']):5.2f}] (trace {med['trace_s']:.2f}, lower {med['lower_s']:.2f},"
             f" XLA {med['compile_s']:.2f})  temp {c['temp_bytes'] / 2**20:8.1f} MiB"
-            f"  {c['hlo_ops']:6d} HLO ops",
+            f"  {c['hlo_ops']:6d} HLO ops, {c['fusions']:5d} fusions",
             flush=True,
         )
 
