@@ -18,6 +18,7 @@ measured 28.6 ms back to back, 39.5 ms right after a PyTorch call).
 from __future__ import annotations
 
 import argparse
+import datetime
 import functools
 import json
 import os
@@ -42,6 +43,12 @@ WORKLOADS = {
     "D": ((32, 64, 56, 56), (64, 64, 3, 3), dict(padding="SAME")),
     "E": ((32, 32, 32, 32), (32, 32, 3, 3), dict(dilation=2, padding="SAME")),
     "F": ((32, 64, 56, 56), (64, 1, 3, 3), dict(groups=64, padding="SAME")),
+    # Layers of real networks (bench_networks.py): a ResNet bottleneck's 1×1, ResNet's 7×7
+    # stride-2 stem, MobileNetV2's stride-2 depthwise 3×3, and a 5×5 with SAME padding.
+    "G": ((64, 256, 14, 14), (64, 256, 1, 1), dict()),
+    "H": ((32, 3, 112, 112), (64, 3, 7, 7), dict(stride=2, padding=3)),
+    "I": ((32, 96, 56, 56), (96, 1, 3, 3), dict(stride=2, groups=96, padding=1)),
+    "J": ((32, 32, 28, 28), (64, 32, 5, 5), dict(padding="SAME")),
 }
 PASSES = ("fwd", "fwd+bwd", "dX", "dW")
 PASS_FLOPS = {"fwd": 1, "fwd+bwd": 3, "dX": 1, "dW": 1}
@@ -230,6 +237,7 @@ def workload_cases(args: argparse.Namespace):
 def run_meta(args: argparse.Namespace, ceiling: float) -> dict:
     """The machine, the environment and the method of a run."""
     return {
+        "date": datetime.date.today().isoformat(),
         "jax": jax.__version__,
         "torch": _torch_version(),
         "cpu_count": os.cpu_count(),
@@ -389,7 +397,7 @@ def write_json(result: dict, path: str | None) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser, workloads="ABCDEF", passes=",".join(PASSES))
+    add_arguments(parser, workloads="".join(WORKLOADS), passes=",".join(PASSES))
     parser.add_argument("--quick", action="store_true", help="5 repeats")
     args = split_lists(parser.parse_args(argv))
     if args.quick:

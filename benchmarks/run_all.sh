@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the three benchmarks in the three environments the README's Performance section reports,
+# Runs the four benchmarks in the three environments the README's Performance section reports,
 # each in a fresh process: as installed, with glibc's allocator told to keep freed memory
 # (no page faults on every call), and that plus XLA's YNNPACK fusions off.
 # Results land in benchmarks/results/ (JSON and the printed tables).
@@ -16,6 +16,8 @@ run() {  # name, then env assignments
     | tee "benchmarks/results/train-$name.txt"
   env "$@" python benchmarks/bench_gemms.py --json "benchmarks/results/gemms-$name.json" \
     | tee "benchmarks/results/gemms-$name.txt"
+  env "$@" python benchmarks/bench_networks.py --json "benchmarks/results/networks-$name.json" \
+    | tee "benchmarks/results/networks-$name.txt"
 }
 run default
 run glibc GLIBC_TUNABLES="$GLIBC"

@@ -87,3 +87,50 @@ def test_bench_gemms_finds_the_winograd_gemms_and_times_them(monkeypatch, capsys
     shapes = [tuple(v.aval.shape for v in d.eqn.invars) for d in gemms.program_dots(jaxpr.jaxpr)]
     assert shapes.count(((64, 16), (16, 8))) == 16
     assert "GEMMs alone" in capsys.readouterr().out
+
+
+def test_bench_networks_quick_runs_and_reports(tmp_path, capsys):
+    out = tmp_path / "networks.json"
+    result = _load("bench_networks").main(["--quick", "--json", str(out)])
+    assert set(result["networks"]) == {"resnet18", "mobilenetv2"}
+    for r in result["networks"].values():
+        assert all(r["check"]["ok"].values()) and r["check"]["grad_rel_err"] <= 1e-9
+        assert {"jaxconv", "lax"} <= set(r["steps"]) and all(
+            s["min"] <= s["median"] <= s["max"] for s in r["steps"].values()
+        )
+        # The first step's float32 loss, at the same parameters and batch, agrees.
+        assert all(e <= 1e-5 for e in r["first_step"]["rel_err"].values())
+        for c in r["compile"].values():
+            assert len(c["total_s"]) == 1 and c["total_s"][0] >= c["compile_s"][0] > 0
+            assert c["temp_bytes"] > 0 and c["hlo_ops"] >= c["fusions"] > 0
+    assert set(result["demo"]) == {"jaxconv", "lax"}
+    names = {t["target"] for t in result["targets"]}
+    assert {"resnet18 steps/s ≥ 1.0× lax", "demo step compile time ≤ 1.5× lax"} <= names
+    assert "mobilenetv2 temporary memory ≤ 1.0× lax" in names
+    saved = json.loads(out.read_text())
+    assert saved["meta"]["jax"] and saved["meta"]["date"] and saved["meta"]["batch_size"] == 8
+    text = capsys.readouterr().out
+    assert "Targets:" in text and "steps/s ×lax" in text and "WRONG" not in text
+
+
+def test_network_models_with_jaxconv_and_xla_agree_on_one_step():
+    # The same ResNet, float64, at the same parameters and batch: jaxconv's convolutions
+    # against XLA's (lax.conv_general_dilated with autodiff), loss and every gradient.
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    bench = _load("bench_networks")
+    net = bench.build_network("resnet18", quick=True)
+    images, labels = bench.batch(4, 32, seed=2)
+    with jax.enable_x64(True):
+        x, y = jnp.asarray(images, jnp.float64), jnp.asarray(labels)
+        loss, grads = bench.one_step_gradients(net, bench.jaxconv_conv, x, y)
+        ref_loss, ref_grads = bench.one_step_gradients(net, bench.xla_conv, x, y)
+        got = jax.tree_util.tree_leaves(grads)
+        expected = jax.tree_util.tree_leaves(ref_grads)
+        assert got and all(g.dtype == jnp.float64 for g in got)
+        scale = max(float(jnp.max(jnp.abs(e))) for e in expected)
+        np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-12)
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-9, atol=1e-12 * scale)

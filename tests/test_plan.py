@@ -42,7 +42,8 @@ def _geom(n, c, o, hw, khw=(3, 3), stride=1, padding="VALID", dilation=1, groups
 #   depth 576 -> all taps. D: 56×56, 8192 / 3136 = 2.6 -> 2 (divides 32);
 #   28·28·2·64·64 = 2^22.6 -> Winograd ∂L/∂W; SAME pads. E: dilation 2, 32×32 outputs, 2^19 / 32
 #   = 16384 / 1024 = 16; 4 phases of 8·8 tiles · 16 · 32 · 32 = 2^22 exactly -> Winograd;
-#   ∂L/∂W. F: depthwise, ∂L/∂W in chunks of 6144 / 3136 = 1.96 -> 2.
+#   ∂L/∂W. F: depthwise, the forward and ∂L/∂W in chunks of about 6144·64 = 393216 output values:
+#   393216 / (56·56·64 = 200704 per image) = 1.96 -> 2.
 WORKLOADS = {
     "A": (
         _geom(128, 1, 32, (28, 28)),
@@ -66,7 +67,13 @@ WORKLOADS = {
     ),
     "F": (
         _geom(32, 64, 64, (56, 56), padding="SAME", groups=64),
-        Plan(forward="fused", grad_input="depthwise", grad_kernel="depthwise", grad_kernel_chunk=2),
+        Plan(
+            forward="fused",
+            grad_input="depthwise",
+            grad_kernel="depthwise",
+            forward_chunk=2,
+            grad_kernel_chunk=2,
+        ),
     ),
 }
 
@@ -96,6 +103,45 @@ def test_shallow_depth_threshold():
     )
     # One input channel in one group: a contraction over O, not depthwise.
     assert forms(_geom(2, 1, 16, (9, 9))) == shallow
+
+
+def test_pointwise_convolutions_are_one_gemm_on_the_whole_batch():
+    # A 1×1 kernel at stride 1 with no padding: GEMM forms, no chunks, however shallow (4 or
+    # 32 terms per output would be shallow for any other kernel).
+    gemm = Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel="gemm-taps")
+    assert jaxconv.choose(_geom(2, 4, 8, (9, 9), khw=(1, 1))) == gemm
+    assert jaxconv.choose(_geom(128, 32, 16, (32, 32), khw=(1, 1))) == gemm
+    assert jaxconv.choose(_geom(64, 256, 64, (14, 14), khw=(1, 1))) == gemm  # bench G
+    assert jaxconv.choose(_geom(8, 8, 8, (9, 9), khw=(1, 1), groups=2)) == gemm  # 2 groups
+    # Strided or padded, a 1×1 kernel's windows are copies: the usual rules (depth 4: shallow).
+    shallow = ("fused", "shallow", "shallow")
+    for geom in (
+        _geom(2, 4, 8, (9, 9), khw=(1, 1), stride=2),
+        _geom(2, 4, 8, (9, 9), (1, 1), 1, 1),
+    ):
+        p = jaxconv.choose(geom)
+        assert (p.forward, p.grad_input, p.grad_kernel) == shallow
+    # One input channel per group is depthwise, 1×1 or not.
+    assert jaxconv.choose(_geom(2, 8, 8, (9, 9), khw=(1, 1), groups=8)).grad_input == "depthwise"
+
+
+@pytest.mark.parametrize(
+    "n, c, hw, stride, expected",
+    [
+        # 393216 output values a chunk: 4×4×960 = 15360 per image, 25.6 -> 26, and 16 is the
+        # largest divisor of 128 in [13, 26]; 16×16×144 = 36864 (stride 2), 10.7 -> 11 -> 8;
+        # 56×56×64 = 200704, 1.96 -> 2 (F); 7 images of 4×4×8 = 128 values: the whole batch.
+        (128, 960, (4, 4), 1, 16),
+        (128, 144, (32, 32), 2, 8),
+        (32, 64, (56, 56), 1, 2),
+        (7, 8, (4, 4), 1, 7),
+    ],
+)
+def test_depthwise_forward_and_kernel_gradient_chunk_by_output_values(n, c, hw, stride, expected):
+    geom = _geom(n, c, c, hw, stride=stride, padding=1, groups=c)
+    p = jaxconv.choose(geom)
+    assert (p.forward, p.grad_input, p.grad_kernel) == ("fused", "depthwise", "depthwise")
+    assert (p.forward_chunk, p.grad_input_chunk, p.grad_kernel_chunk) == (expected, None, expected)
 
 
 def test_kernel_gradient_gemm_over_all_taps_up_to_576_rows():

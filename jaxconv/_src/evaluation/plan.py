@@ -41,6 +41,9 @@ CHUNK_POSITIONS = 6144
 # A Winograd chunk holds at least this many output values (positions × O): thin kernels need
 # more positions to pay for each chunk's transforms (#chunks).
 WINOGRAD_CHUNK_VALUES = 2**19
+# The depthwise forward and ∂L/∂W hold about this many output values (positions × O) a chunk:
+# their per-tap products stay in cache however many channels they have (#depthwise-chunks).
+DEPTHWISE_CHUNK_VALUES = 6144 * 64
 
 
 def _check_chunk(name: str, value) -> None:
@@ -158,19 +161,50 @@ def images_per_chunk(geom: ConvGeometry, winograd: bool) -> int:
     return target
 
 
+def images_for_values(geom: ConvGeometry, values: int) -> int:
+    """Images per chunk for about `values` output values (positions × O) a chunk, at least
+    one; a divisor of the batch when there is one at least half that size, as
+    `images_per_chunk`."""
+    n, per_image = geom.batch, max(1, math.prod(geom.out_hw) * geom.out_channels)
+    target = max(1, min(n, round(values / per_image)))
+    for size in range(target, (target - 1) // 2, -1):
+        if n % size == 0:
+            return size
+    return target
+
+
+def is_pointwise(geom: ConvGeometry) -> bool:
+    """A 1×1 kernel at stride 1 with no padding: its one window is the input itself."""
+    return (
+        geom.kernel_hw == (1, 1)
+        and geom.stride == (1, 1)
+        and geom.padding == ((0, 0), (0, 0))
+        and geom.input_dilation == (1, 1)
+    )
+
+
 def _gemm_kernel_grad(geom: ConvGeometry) -> str:
     return "gemm-taps" if depth(geom) <= KERNEL_GRAD_ONE_GEMM_MAX_DEPTH else "gemm-rows"
 
 
 def _cpu_plan(geom: ConvGeometry) -> Plan:
     depthwise = shallow.accepts_depthwise(geom) and geom.groups > 1
+    if is_pointwise(geom) and not depthwise:
+        # One GEMM (N·H·W, C)·(C, O) on the whole batch, however shallow: no windows to keep
+        # in cache, and the shallow ∂L/∂X's transposes cost more than its contraction
+        # (#pointwise-convolutions).
+        return Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel="gemm-taps")
     is_shallow = geom.in_channels == geom.groups or depth(geom) <= SHALLOW_MAX_DEPTH
     winograd = wg.accepts(geom)
     chunk = images_per_chunk(geom, winograd)
     forward: dict[str, Any]
     grad_input: dict[str, Any]
     grad_kernel: dict[str, Any]
-    if is_shallow:
+    if depthwise:
+        forward = dict(
+            forward="fused", forward_chunk=images_for_values(geom, DEPTHWISE_CHUNK_VALUES)
+        )
+    elif is_shallow:
         forward = dict(forward="fused")
     elif winograd:
         state = wg.reads_input_in_place(geom)
@@ -179,7 +213,8 @@ def _cpu_plan(geom: ConvGeometry) -> Plan:
         forward = dict(forward="gemm-rows", forward_chunk=chunk)
     if depthwise:
         grad_input = dict(grad_input="depthwise")
-        grad_kernel = dict(grad_kernel="depthwise", grad_kernel_chunk=chunk)
+        dw_chunk = images_for_values(geom, DEPTHWISE_CHUNK_VALUES)
+        grad_kernel = dict(grad_kernel="depthwise", grad_kernel_chunk=dw_chunk)
     elif is_shallow:
         grad_input = dict(grad_input="shallow")
         grad_kernel = dict(grad_kernel="shallow")
