@@ -145,32 +145,30 @@ def depth(geom: ConvGeometry) -> int:
     return math.prod(geom.kernel_hw) * (geom.in_channels // geom.groups)
 
 
-def images_per_chunk(geom: ConvGeometry, winograd: bool) -> int:
-    """Images per chunk: the count nearest `CHUNK_POSITIONS` output positions (for the
-    Winograd forms, at least `WINOGRAD_CHUNK_VALUES` / O), at least one.
-
-    A divisor of the batch when there is one at least half that size, so no remainder is left.
-    """
-    n, positions = geom.batch, CHUNK_POSITIONS
-    if winograd:
-        positions = max(positions, WINOGRAD_CHUNK_VALUES // max(1, geom.out_channels))
-    target = max(1, min(n, round(positions / max(1, math.prod(geom.out_hw)))))
+def _images_near(batch: int, per_chunk: float) -> int:
+    """`per_chunk` images rounded, at least one and at most the batch; a divisor of the batch
+    when there is one at least half that size, so no remainder is left."""
+    target = max(1, min(batch, round(per_chunk)))
     for size in range(target, (target - 1) // 2, -1):
-        if n % size == 0:
+        if batch % size == 0:
             return size
     return target
+
+
+def images_per_chunk(geom: ConvGeometry, winograd: bool) -> int:
+    """Images per chunk: the count nearest `CHUNK_POSITIONS` output positions (for the
+    Winograd forms, at least `WINOGRAD_CHUNK_VALUES` / O), as `_images_near` rounds it."""
+    positions = CHUNK_POSITIONS
+    if winograd:
+        positions = max(positions, WINOGRAD_CHUNK_VALUES // max(1, geom.out_channels))
+    return _images_near(geom.batch, positions / max(1, math.prod(geom.out_hw)))
 
 
 def images_for_values(geom: ConvGeometry, values: int) -> int:
-    """Images per chunk for about `values` output values (positions × O) a chunk, at least
-    one; a divisor of the batch when there is one at least half that size, as
-    `images_per_chunk`."""
-    n, per_image = geom.batch, max(1, math.prod(geom.out_hw) * geom.out_channels)
-    target = max(1, min(n, round(values / per_image)))
-    for size in range(target, (target - 1) // 2, -1):
-        if n % size == 0:
-            return size
-    return target
+    """Images per chunk for about `values` output values (positions × O) a chunk, as
+    `_images_near` rounds it."""
+    per_image = max(1, math.prod(geom.out_hw) * geom.out_channels)
+    return _images_near(geom.batch, values / per_image)
 
 
 def is_pointwise(geom: ConvGeometry) -> bool:
