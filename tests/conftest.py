@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, settings
 jax.config.update("jax_enable_x64", True)
 
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
-# 200 examples a sweep: each compiles its own programs, and the suite has a 10-minute budget
+# 120 examples a sweep: each compiles its own programs, and the suite has a 10-minute budget
 # on 2 cores. `pytest --hypothesis-profile thorough` draws 3000.
-settings.register_profile("ci", max_examples=200, derandomize=True, **_common)
+settings.register_profile("ci", max_examples=120, derandomize=True, **_common)
 settings.register_profile("thorough", max_examples=3000, **_common)
 settings.register_profile("dev", max_examples=30, **_common)
 settings.load_profile("ci")
