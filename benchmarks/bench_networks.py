@@ -442,17 +442,15 @@ def torch_params(params: Params) -> Params:
     return jax.tree_util.tree_map(leaf, params)
 
 
-def torch_step(
-    net: Network, images: np.ndarray, labels: np.ndarray, threads: int
-) -> Callable | None:
-    """A closure that runs one eager PyTorch Adam step on the batch, on `threads` intra-op
-    threads, and returns its loss; None without PyTorch."""
+def torch_step(net: Network, images: np.ndarray, labels: np.ndarray) -> Callable | None:
+    """A closure that runs one eager PyTorch Adam step on the batch and returns its loss;
+    None without PyTorch."""
     try:
         import torch
         import torch.nn.functional as F
     except ImportError:
         return None
-    torch.set_num_threads(threads)
+    torch.set_num_threads(os.cpu_count() or 1)
     ops, params = torch_ops(), torch_params(net.params)
     leaves = jax.tree_util.tree_leaves(params)
     optimizer = torch.optim.Adam(leaves, lr=LR)
@@ -592,7 +590,7 @@ def measure_network(net: Network, args: argparse.Namespace) -> dict:
         if impl in args.impls and checked["ok"][impl]:
             runners[impl] = jax_runner(net, compiled, images, labels)
     if "torch" in args.impls and checked["ok"].get("torch"):
-        t_step = torch_step(net, images, labels, args.torch_threads)
+        t_step = torch_step(net, images, labels)
         if t_step is not None:
             runners["torch"] = t_step
     first = first_losses(runners)
@@ -716,9 +714,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-demo", action="store_true", help="skip the demo step's compile")
     parser.add_argument("--impls", default=",".join(IMPLS), help="implementations to time")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if present")
-    parser.add_argument(
-        "--torch-threads", type=int, default=os.cpu_count() or 1, help="PyTorch's intra-op threads"
-    )
     parser.add_argument(
         "--quick",
         action="store_true",
