@@ -331,7 +331,8 @@ def jax_train_step(net: Network, conv: Callable[..., jax.Array]) -> Callable:
 def jax_state(net: Network) -> list:
     """[params, opt_state] of a JAX step, from the network's NumPy parameters."""
     params = jax.tree_util.tree_map(jnp.asarray, net.params)
-    return [params, optax.adam(LR).init(params)]
+    # One compiled program: op by op, each leaf's zeros would compile on its own.
+    return [params, jax.jit(optax.adam(LR).init)(params)]
 
 
 def one_step_gradients(net: Network, conv: Callable[..., jax.Array], images, labels) -> tuple:
@@ -493,19 +494,22 @@ def relative_errors(got: Params, expected: Params, floor: float = 1e-3) -> list[
     output only reaches the next batch norm through a convolution, which removes it); their
     float32 noise, compared with itself, would read as large relative errors.
     """
-    got, expected = jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)
-    scale = floor * max(float(jnp.max(jnp.abs(b))) for b in expected)
+    # NumPy: in JAX, each leaf's shape would compile its own small programs.
+    got = [np.asarray(a) for a in jax.tree_util.tree_leaves(got)]
+    expected = [np.asarray(b) for b in jax.tree_util.tree_leaves(expected)]
+    scale = floor * max(float(np.max(np.abs(b))) for b in expected)
     return [
-        float(jnp.max(jnp.abs(a - b))) / max(float(jnp.max(jnp.abs(b))), scale, 1e-30)
+        float(np.max(np.abs(a - b))) / max(float(np.max(np.abs(b))), scale, 1e-30)
         for a, b in zip(got, expected)
     ]
 
 
-def check(net: Network, size: int) -> dict:
+def check(net: Network, size: int, with_torch: bool = True) -> dict:
     """jaxconv's loss and gradients against XLA's, PyTorch's loss against XLA's: one batch of
     `size` images at the initial parameters, in float64 (where the sums' order leaves ~1e-15;
     in float32 these deep networks' gradients differ by ~1e-3 between any two correct
-    implementations, XLA's and PyTorch's included).
+    implementations, XLA's and PyTorch's included). `with_torch=False` leaves PyTorch out
+    even where it is installed (`--no-torch`).
 
     Returns:
       {"loss": {impl: float64 loss}, "loss_rel_err": {impl: against lax}, "grad_rel_err":
@@ -518,7 +522,7 @@ def check(net: Network, size: int) -> dict:
         ref, ref_grads = one_step_gradients(net, xla_conv, x, y)
         grad_err = max(relative_errors(grads, ref_grads))
         losses = {"jaxconv": float(ours), "lax": float(ref)}
-    torch_loss = torch_loss64(net, images, labels)
+    torch_loss = torch_loss64(net, images, labels) if with_torch else None
     if torch_loss is not None:
         losses["torch"] = torch_loss
     loss_err = {k: abs(v - losses["lax"]) / abs(losses["lax"]) for k, v in losses.items()}
@@ -577,7 +581,7 @@ def first_losses(runners: dict[str, Callable]) -> dict:
 
 def measure_network(net: Network, args: argparse.Namespace) -> dict:
     """The check, then compile times and memory, then steps/s, of one network."""
-    checked = check(net, args.check_batch_size)
+    checked = check(net, args.check_batch_size, with_torch="torch" in args.impls)
     for impl, good in checked["ok"].items():
         if not good:
             print(f"  {net.name} {impl}: WRONG ({checked}); not timed", flush=True)

@@ -1,5 +1,5 @@
 """Compiles jaxconv and XLA's convolution on several forced host devices and prints, as JSON,
-what tests/test_sharding.py checks: per-device HLO figures and the largest differences.
+what tests/test_sharded.py checks: per-device HLO figures and the largest differences.
 
     XLA_FLAGS=--xla_force_host_platform_device_count=4 python tests/sharding_probe.py GROUP
 
@@ -58,9 +58,15 @@ def one_device_mesh():
     return jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
 
 
+def normal(seed, shape, scale=1.0):
+    """Seeded normal float32 operands, drawn by NumPy: jax.random's generator would compile
+    (seconds on a CPU) for every shape."""
+    values = np.random.default_rng(seed).standard_normal(shape) * scale
+    return jnp.asarray(values, jnp.float32)
+
+
 def arrays(x_shape, w_shape, layout="NCHW"):
-    x = jax.random.normal(jax.random.key(0), x_shape, jnp.float32)
-    w = jax.random.normal(jax.random.key(1), w_shape, jnp.float32) / 10
+    x, w = normal(0, x_shape), normal(1, w_shape, 0.1)
     if layout == "NHWC":
         x, w = jnp.transpose(x, (0, 2, 3, 1)), jnp.transpose(w, (2, 3, 1, 0))
     return x, w
@@ -107,7 +113,7 @@ def data_parallel() -> dict:
     params = model.init_params(jax.random.key(0), 28, 10)
     optimizer = train.make_optimizer(1e-3)
     opt_state = optimizer.init(params)
-    images = jax.random.normal(jax.random.key(2), (256, 1, 28, 28), jnp.float32)
+    images = normal(2, (256, 1, 28, 28))
     labels = jnp.arange(256, dtype=jnp.int32) % 10
     local = 256 // DEVICES
     for impl, name in (("jaxconv", "jaxconv"), ("xla", "lax")):
@@ -246,7 +252,7 @@ def values() -> dict:
 
     # conv_transpose2d and the public gradient functions, batch-sharded on Explicit axes.
     mesh = make_mesh((DEVICES,), ("data",), "explicit")
-    xt = jax.random.normal(jax.random.key(3), (8, 64, 6, 6), jnp.float32)
+    xt = normal(3, (8, 64, 6, 6))
 
     def transpose_loss(x, w):
         return jnp.sum(jnp.tanh(jaxconv.conv_transpose2d(x, w, stride=2, padding=1)))
@@ -257,7 +263,7 @@ def values() -> dict:
             jaxconv.conv2d_grad_kernel(x, g, w.shape, padding=1),
         )
 
-    g = jax.random.normal(jax.random.key(4), (32, 64, 12, 12), jnp.float32)
+    g = normal(4, (32, 64, 12, 12))
     transpose_grad = jax.value_and_grad(transpose_loss, argnums=(0, 1))
     single = (jax.jit(transpose_grad)(xt, w), jax.jit(gradient_functions)(x, w, g))
     placed = [

@@ -98,6 +98,7 @@ def test_bench_networks_quick_runs_and_reports(tmp_path, capsys):
     assert set(result["networks"]) == {"resnet18", "mobilenetv2"}
     for r in result["networks"].values():
         assert all(r["check"]["ok"].values()) and r["check"]["grad_rel_err"] <= 1e-9
+        assert set(r["check"]["loss"]) == {"jaxconv", "lax"}  # --no-torch: no PyTorch at all
         assert {"jaxconv", "lax"} <= set(r["steps"]) and all(
             s["min"] <= s["median"] <= s["max"] for s in r["steps"].values()
         )

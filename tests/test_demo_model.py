@@ -9,14 +9,18 @@ import pytest
 
 from jaxconv.demo import model
 
+# Compiled once per image size, whatever the key: op by op, every random draw of
+# init_params would compile its own program (seconds each on a CPU).
+init_params = jax.jit(model.init_params, static_argnums=1)
+
 
 @pytest.mark.parametrize("size, n_params", [(8, 6), (28, 8)])
 def test_shapes(size, n_params):
-    params = model.init_params(jax.random.key(0), size)
+    params = init_params(jax.random.key(0), size)
     assert len(jax.tree_util.tree_leaves(params)) == n_params
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(params))
     images = jnp.zeros((3, 1, size, size), jnp.float32)
-    assert model.apply(params, images).shape == (3, 10)
+    assert jax.jit(model.apply)(params, images).shape == (3, 10)
 
 
 def test_max_pool_by_hand():
@@ -26,11 +30,12 @@ def test_max_pool_by_hand():
 
 @pytest.mark.parametrize("size", [8, 28])
 def test_impls_agree(size):
-    params = model.init_params(jax.random.key(1), size)
-    images = jax.random.uniform(jax.random.key(2), (4, 1, size, size), jnp.float32)
+    params = init_params(jax.random.key(1), size)
+    images = jnp.asarray(np.random.default_rng(2).random((4, 1, size, size)), jnp.float32)
     labels = jnp.array([0, 1, 2, 3], jnp.int32)
+    value_and_grad = jax.jit(jax.value_and_grad(model.loss_fn), static_argnums=3)
     outputs = {
-        name: jax.value_and_grad(model.loss_fn)(params, images, labels, conv)
+        name: value_and_grad(params, images, labels, conv)
         for name, conv in model.CONV_IMPLS.items()
     }
     loss, grads = outputs["lax"]

@@ -125,7 +125,7 @@ def test_winograd_forms_are_exact_on_small_integers(case, layout):
         np.testing.assert_array_equal(np.asarray(value), np.asarray(plain[name]), err_msg=name)
 
 
-# Half the profile's examples (100 in CI): the fixed cases above cover the boundary shapes.
+# Half the profile's examples (60 in CI): the fixed cases above cover the boundary shapes.
 @settings(max_examples=settings.default.max_examples // 2)
 @given(winograd_configs(), st.integers(0, 2**31 - 1))
 def test_hypothesis_winograd_forms_equal_the_plain_rule(config, seed):
