@@ -1,4 +1,4 @@
-"""Test configuration: float64 on, hypothesis profiles.
+"""Test configuration: float64 on, hypothesis profiles, the slow tests first.
 
 Float64 is enabled for the whole test process so the rules can be checked to 1e-10;
 library and demo code therefore always states its dtypes explicitly.
@@ -16,3 +16,9 @@ settings.register_profile("ci", max_examples=120, derandomize=True, **_common)
 settings.register_profile("thorough", max_examples=3000, **_common)
 settings.register_profile("dev", max_examples=30, **_common)
 settings.load_profile("ci")
+
+
+def pytest_collection_modifyitems(items):
+    # Longest first: pytest-xdist hands tests out in this order, and a long test handed out
+    # last keeps one worker busy after the others have finished. `-m "not slow"` skips them.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -89,6 +91,7 @@ def test_bench_gemms_finds_the_winograd_gemms_and_times_them(monkeypatch, capsys
     assert "GEMMs alone" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bench_networks_quick_runs_and_reports(tmp_path, capsys):
     out = tmp_path / "networks.json"
     # No PyTorch here: its eager backward, run inside a test worker beside JAX, once hung in

@@ -73,6 +73,7 @@ def test_unbatched_inputs(rank):
         assert rel_err(m, a) <= GRAD_TOL
 
 
+@pytest.mark.slow
 @given(conv_configs(), st.integers(0, 2**31 - 1))
 def test_hypothesis_gradients_match_xla(config, seed):
     _assert_example_matches_xla(config, seed)
@@ -207,6 +208,7 @@ def test_chunked_plans_match_xla(case, layout):
     assert any(p.forward_chunk == 3 for p in plans)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["gemm", "winograd-in-place"])
 def test_chunked_plans_under_vmap_and_second_order(case):
     x, w, b, cfg = _setup(case, "NCHW", table=CHUNK_CASES, seed=3)

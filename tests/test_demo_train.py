@@ -31,6 +31,7 @@ def _leaves(state):
     return [np.asarray(a) for a in jax.tree_util.tree_leaves((state.params, state.opt_state))]
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical(digits, tmp_path):
     full, full_metrics = _run(digits, tmp_path / "full", epochs=3)
     _run(digits, tmp_path / "split", epochs=1)

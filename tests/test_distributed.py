@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ["checkpoint.npz", "curves.png", "filters.png", "metrics.json"]
 FLAGS = ["--epochs", "2", "--max-steps", "3", "--batch-size", "32", "--no-progress"]

@@ -126,6 +126,7 @@ def test_winograd_forms_are_exact_on_small_integers(case, layout):
 
 
 # Half the profile's examples (60 in CI): the fixed cases above cover the boundary shapes.
+@pytest.mark.slow
 @settings(max_examples=settings.default.max_examples // 2)
 @given(winograd_configs(), st.integers(0, 2**31 - 1))
 def test_hypothesis_winograd_forms_equal_the_plain_rule(config, seed):

@@ -287,6 +287,7 @@ def _calls(draw):
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=settings.default.max_examples // 2)
 @given(_calls(), st.integers(0, 2**31 - 1))
 def test_hypothesis_matches_lax(call, seed):

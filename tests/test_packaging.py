@@ -155,6 +155,7 @@ def test_demo_without_its_extra_stops_in_one_line(entry, blocked, distribution, 
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_demo_runs_after_install_outside_a_checkout(tmp_path):
     out = tmp_path / "run"
     flags = ["--epochs", "1", "--max-steps", "2", "--out", str(out), "--no-progress"]
@@ -207,6 +208,7 @@ def _tracked_like(root: Path, folder: str, pattern: str = "*") -> set[str]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("build") is None or importlib.util.find_spec("twine") is None,
     reason='needs build and twine (pip install -e ".[test]")',

@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
@@ -162,6 +163,7 @@ def _check_transpose(x, w, b, cfg):
     assert y.shape == expected.shape and rel_err(y, expected) <= TOL
 
 
+@pytest.mark.slow
 @given(_calls(), st.integers(0, 2**31 - 1))
 def test_every_call_raises_a_named_error_or_matches_xla(call, seed):
     fn, x_shape, w_shape, b_shape, cfg, extra = call

@@ -135,6 +135,7 @@ def test_rules_match_vjp_of_xla(case):
     _assert_rules_match_xla(x, w, geometry_of(x, w, cfg))
 
 
+@pytest.mark.slow
 @given(conv_configs(), st.integers(0, 2**31 - 1))
 def test_hypothesis_rules_match_vjp_of_xla(config, seed):
     (x_shape, w_shape), o, cfg = config

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 PROBE = Path(__file__).with_name("sharding_probe.py")
 DEVICES = 4
 

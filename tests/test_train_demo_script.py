@@ -37,6 +37,7 @@ def umask_027():
     os.umask(previous)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", ["jaxconv", "reference", "lax"])
 def test_main_in_process(tmp_path, impl, umask_027):
     metrics = _load_script().main(
@@ -61,6 +62,7 @@ def test_main_in_process(tmp_path, impl, umask_027):
         assert stat.S_IMODE(path.stat().st_mode) == 0o640, name  # 0o666 less the umask, all
 
 
+@pytest.mark.slow
 def test_script_as_a_user_runs_it(tmp_path):
     out = tmp_path / "run"
     result = subprocess.run(
@@ -330,6 +332,7 @@ def _record(path: Path) -> dict:
     return json.loads(_npz(path)["record"].tobytes())["metrics"]
 
 
+@pytest.mark.slow
 def test_killed_at_every_write_resume_ends_bit_identical(tmp_path):
     digits = data.load_digits_dataset(seed=0)
     arrays = ("train_images", "train_labels", "test_images", "test_labels")
