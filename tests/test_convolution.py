@@ -37,11 +37,13 @@ _setup = case_operands
 @pytest.mark.parametrize("case", CASES)
 def test_forward_matches_xla_and_reference(case, layout):
     x, w, b, cfg = _setup(case, layout)
-    z = jaxconv.conv2d(x, w, b, **cfg)
+    z = jaxconv.conv2d(x, w, b, **cfg)  # called as users call it, outside any jit
     z_lax = lax_conv2d(x, w, b, **cfg)
     assert z.shape == z_lax.shape and z.dtype == x.dtype
     assert rel_err(z, z_lax) <= FWD_TOL
-    assert rel_err(jaxconv.conv2d_reference(x, w, b, **cfg), z_lax) <= FWD_TOL
+    # One program for the naive loops: op by op, each of its slices would compile its own.
+    reference = jit_fast_compile(functools.partial(jaxconv.conv2d_reference, **cfg))
+    assert rel_err(reference(x, w, b), z_lax) <= FWD_TOL
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -49,9 +51,14 @@ def test_forward_matches_xla_and_reference(case, layout):
 def test_gradients_match_autodiff_of_reference_and_xla(case, layout):
     x, w, b, cfg = _setup(case, layout)
     cot = jnp.asarray(np.random.default_rng(1).standard_normal(lax_conv2d(x, w, b, **cfg).shape))
-    manual = loss_grads(jaxconv.conv2d, x, w, b, cot, **cfg)
-    for reference in (jaxconv.conv2d_reference, lax_conv2d):
-        auto = loss_grads(reference, x, w, b, cot, **cfg)
+    convs = (jaxconv.conv2d, jaxconv.conv2d_reference, lax_conv2d)
+
+    @jit_fast_compile  # one program: op by op, every operation would compile its own
+    def all_grads(x, w, b, cot):
+        return [loss_grads(conv, x, w, b, cot, **cfg) for conv in convs]
+
+    manual, *autos = all_grads(x, w, b, cot)
+    for reference, auto in zip(convs[1:], autos):
         for name, m, a in zip("xwb", manual, auto):
             assert m.shape == a.shape, name
             assert rel_err(m, a) <= GRAD_TOL, (name, reference.__name__)
@@ -126,16 +133,22 @@ def test_public_grad_functions_match_vjp_of_xla(case, layout):
 
 
 def _assert_grad_of_grad_matches_xla(x, w, b, cfg, conv=jaxconv.conv2d):
-    """Gradients of |∂/∂x Σ sin(conv(x, w, b))|² w.r.t. (x, w): jaxconv's rules vs XLA's."""
+    """Gradients of |∂/∂x Σ sin(conv(x, w, b))|² w.r.t. (x, w): jaxconv's rules vs XLA's,
+    compiled together as one program."""
 
-    def inner_norm(conv):
+    def inner_norm(conv, x, w, b):
         def f(x, w):
             gx = jax.grad(lambda x: jnp.sum(jnp.sin(conv(x, w, b, **cfg))))(x)
             return jnp.sum(gx**2)
 
         return jax.grad(f, argnums=(0, 1))(x, w)
 
-    for m, a in zip(inner_norm(conv), inner_norm(lax_conv2d)):
+    @jit_fast_compile
+    def both(x, w, b):
+        return inner_norm(conv, x, w, b), inner_norm(lax_conv2d, x, w, b)
+
+    manual, auto = both(x, w, b)
+    for m, a in zip(manual, auto):
         assert rel_err(m, a) <= GRAD_TOL
 
 
@@ -208,7 +221,6 @@ def test_chunked_plans_match_xla(case, layout):
     assert any(p.forward_chunk == 3 for p in plans)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", ["gemm", "winograd-in-place"])
 def test_chunked_plans_under_vmap_and_second_order(case):
     x, w, b, cfg = _setup(case, "NCHW", table=CHUNK_CASES, seed=3)
@@ -217,14 +229,22 @@ def test_chunked_plans_under_vmap_and_second_order(case):
     for plan in chunked:
         conv = functools.partial(jaxconv.conv2d, plan=plan)
         _assert_grad_of_grad_matches_xla(x, w, b, cfg, conv)
-        ws = jnp.stack([w, -w, 0.5 * w])
-        grads = jax.vmap(jax.grad(lambda w, conv=conv: jnp.sum(conv(x, w, b, **cfg) ** 2)))(ws)
-        expected = jax.vmap(jax.grad(lambda w: jnp.sum(lax_conv2d(x, w, b, **cfg) ** 2)))(ws)
+
+        @jit_fast_compile
+        def batched(ws, xs, conv=conv):
+            # Batched kernels, and batched images: chunks that enter the loop as its state
+            # carry the vmapped axis.
+            return [
+                (
+                    jax.vmap(jax.grad(lambda w, c=c: jnp.sum(c(x, w, b, **cfg) ** 2)))(ws),
+                    jax.vmap(lambda x, c=c: c(x, w, b, **cfg))(xs),
+                )
+                for c in (conv, lax_conv2d)
+            ]
+
+        (grads, z), (expected, z_lax) = batched(jnp.stack([w, -w, 0.5 * w]), jnp.stack([x, 2 * x]))
         assert rel_err(grads, expected) <= GRAD_TOL
-        # Batched images too: chunks that enter the loop as its state carry the vmapped axis.
-        xs = jnp.stack([x, 2 * x])
-        z = jax.vmap(lambda x, conv=conv: conv(x, w, b, **cfg))(xs)
-        assert rel_err(z, jax.vmap(lambda x: lax_conv2d(x, w, b, **cfg))(xs)) <= FWD_TOL
+        assert rel_err(z, z_lax) <= FWD_TOL
 
 
 def _transposes(jaxpr) -> tuple[int, int]:

@@ -48,6 +48,7 @@ def test_resume_is_bit_identical(digits, tmp_path):
     assert saved["config"]["epochs"] == 3 and saved["epochs"] == metrics["epochs"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_other_seed_differs(digits, tmp_path):
     a, _ = _run(digits, tmp_path / "a", epochs=1)
     b, _ = _run(digits, tmp_path / "b", epochs=1)

@@ -5,7 +5,7 @@ lock), and reads the checkpoint on --resume.
 
 Every run is `python -m jaxconv.demo` on sklearn's digits (offline; the IDX loaders insist on
 MNIST's full 60,000 + 10,000 images), 2 epochs of 3 steps of 32 images: each launch costs
-seconds of imports and compilation, so the runs are few.
+seconds of imports and compilation (at XLA's FAST_BACKEND_XLA_FLAG), so the runs are few.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.helpers import FAST_BACKEND_XLA_FLAG
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +73,7 @@ def _env(hooks: Path, devices: int, file_log: Path) -> dict[str, str]:
     return {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {FAST_BACKEND_XLA_FLAG}",
         "PYTHONPATH": path,
         "FILE_LOG": str(file_log),
     }

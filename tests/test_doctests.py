@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_docstring_examples():
     env = {**os.environ, "JAX_ENABLE_X64": "0"}
     result = subprocess.run(

@@ -3,7 +3,7 @@ shard_map and pmap on 4 forced host devices: the results of one device, and per-
 that shrinks with the devices (HLO of the compiled programs, beside XLA's convolution).
 
 Each test runs tests/sharding_probe.py once in a process of its own, since the device count
-is fixed when JAX starts.
+is fixed when JAX starts; it compiles with FAST_BACKEND_XLA_FLAG.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import FAST_BACKEND_XLA_FLAG
+
 pytestmark = pytest.mark.slow
 
 PROBE = Path(__file__).with_name("sharding_probe.py")
@@ -23,7 +25,8 @@ DEVICES = 4
 
 
 def probe(group: str) -> dict:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}")
+    flags = f"--xla_force_host_platform_device_count={DEVICES} {FAST_BACKEND_XLA_FLAG}"
+    env = dict(os.environ, XLA_FLAGS=flags)
     env.pop("JAX_ENABLE_X64", None)
     done = subprocess.run(
         [sys.executable, str(PROBE), group], env=env, capture_output=True, text=True, timeout=600

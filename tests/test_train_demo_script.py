@@ -37,7 +37,6 @@ def umask_027():
     os.umask(previous)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("impl", ["jaxconv", "reference", "lax"])
 def test_main_in_process(tmp_path, impl, umask_027):
     metrics = _load_script().main(
