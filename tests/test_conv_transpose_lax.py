@@ -135,8 +135,13 @@ def test_preferred_element_type_and_precision_pass_through():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(lhs=np.zeros((2, 5, 3))), ValueError, "`lhs` must be 4-D"),
-        (dict(rhs=np.zeros((3, 3, 3, 4, 1))), ValueError, "`rhs` must be 4-D"),
+        (dict(lhs=np.zeros((2, 5, 3))), ValueError, "`lhs` of shape (2, 5, 3) and `rhs` of"),
+        (dict(rhs=np.zeros((3, 3, 3, 4, 1))), ValueError, "`rhs` of shape (3, 3, 3, 4, 1) must"),
+        (
+            dict(lhs=np.zeros((2, 5)), rhs=np.zeros((3, 4))),
+            ValueError,
+            "has 0 spatial dimensions; jaxconv computes convolutions of 1, 2 or 3",
+        ),
         (dict(strides=2), TypeError, "`strides` must be a sequence of two ints"),
         (dict(strides=(0, 1)), ValueError, "`strides` must be >= 1"),
         (dict(rhs_dilation=(1, 1, 1)), TypeError, "`rhs_dilation` must be a sequence of two"),

@@ -200,8 +200,24 @@ def test_out_sharding_places_the_result():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(lhs=np.zeros((2, 4, 9))), ValueError, "`lhs` must be 4-D (two spatial dimensions"),
-        (dict(rhs=np.zeros((6, 4, 3, 3, 1))), ValueError, "`rhs` must be 4-D"),
+        (
+            dict(lhs=np.zeros((2, 4, 9))),
+            ValueError,
+            "`lhs` of shape (2, 4, 9) and `rhs` of shape (6, 4, 3, 3) must have the same number",
+        ),
+        (dict(rhs=np.zeros((6, 4, 3, 3, 1))), ValueError, "`rhs` of shape (6, 4, 3, 3, 1) must"),
+        # lax takes 0 and more than 3 spatial dimensions; jaxconv says it does not.
+        (
+            dict(lhs=np.zeros((2, 4)), rhs=np.zeros((6, 4))),
+            ValueError,
+            "`lhs` of shape (2, 4) has 0 spatial dimensions; jaxconv computes convolutions of "
+            "1, 2 or 3 spatial dimensions",
+        ),
+        (
+            dict(lhs=np.zeros((2, 4, 3, 3, 3, 3)), rhs=np.zeros((6, 4, 1, 1, 1, 1))),
+            ValueError,
+            "has 4 spatial dimensions",
+        ),
         (
             dict(lhs=np.zeros((2, 4, 9, 8), np.int32), rhs=np.zeros((6, 4, 3, 3), np.int32)),
             TypeError,
@@ -313,12 +329,12 @@ def test_every_supported_plan_matches_lax():
         in_channels=4,
         out_channels=6,
         groups=1,
-        in_hw=(9, 8),
-        kernel_hw=(3, 2),
+        in_size=(9, 8),
+        kernel_size=(3, 2),
         stride=(2, 1),
         dilation=(1, 1),
         padding=((2, 1), (1, 1)),
-        out_hw=(9, 16),
+        out_size=(9, 16),
         input_dilation=(2, 2),
     )
     plans = jaxconv.supported(geom)

@@ -166,11 +166,11 @@ def test_geometry_sizes_by_hand():
         layout="NCHW",
     )
     assert geom.out_hw == (3, 3)
-    assert geom.padded_hw == (13, 7)
-    assert geom.dilated_kernel_hw == (5, 2)
+    assert geom.padded_size == (13, 7)
+    assert geom.dilated_kernel_size == (5, 2)
     assert (geom.in_channels, geom.out_channels, geom.groups) == (6, 8, 2)
     # Tap (a, b) reads padded rows 2a, 2a+3, 2a+6 (extent 7) and columns b, b+2, b+4 (extent 5).
-    assert geom.window_extent_hw == (7, 5)
+    assert geom.window_extent == (7, 5)
     assert geom.flops == 2 * 8 * 3 * 3 * 3 * 3 * 2
     assert geom.output_shape((4,)) == (4, 8, 3, 3)
 

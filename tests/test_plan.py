@@ -284,7 +284,7 @@ def test_a_plan_that_does_not_fit_is_refused_before_computing():
 
 def test_plans_key_the_jit_cache():
     x, w = jnp.ones((2, 5, 8, 8)), jnp.ones((4, 5, 3, 3))
-    cache = convolution._conv2d_jit
+    cache = convolution._conv_jit
     gemm = Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel="gemm-taps")
     jaxconv.conv2d(x, w, plan=gemm)
     size = cache._cache_size()

@@ -1,5 +1,5 @@
-"""`conv_transpose`: `jax.lax.conv_transpose`'s signature and semantics for two spatial
-dimensions, by `jaxconv.conv_general_dilated` (and so by jaxconv's hand-derived rules).
+"""`conv_transpose`: `jax.lax.conv_transpose`'s signature and semantics for one, two or three
+spatial dimensions, by `jaxconv.conv_general_dilated` (and so by jaxconv's hand-derived rules).
 
 lax computes a transposed convolution as a convolution of the input dilated by the strides
 (`lhs_dilation`) with the kernel as given, at unit window strides; the padding is that of the
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jaxconv._src import geometry as geo
 from jaxconv._src.evaluation.evaluate import PlanLike, PrecisionLike
-from jaxconv._src.general_dilated import _permutations, conv_general_dilated
+from jaxconv._src.general_dilated import _permutations, check_operand_ranks, conv_general_dilated
 
 OP = "conv_transpose"
 
@@ -40,19 +40,20 @@ def _forward_padding(k: int, s: int, padding: str | tuple[int, int]) -> tuple[in
     return lo, total - lo
 
 
-def _pair_list(padding) -> list[tuple[int, int]]:
-    """Explicit padding as two (lo, hi) pairs of ints, or a TypeError that names it."""
+def _pair_list(padding, rank: int) -> list[tuple[int, int]]:
+    """Explicit padding as `rank` (lo, hi) pairs of ints, or a TypeError that names it."""
     pairs = []
     if isinstance(padding, Sequence) and not isinstance(padding, (str, bytes)):
         pairs = [tuple(p) for p in padding if isinstance(p, Sequence) and not isinstance(p, str)]
     if (
-        len(pairs) != 2
-        or len(padding) != 2
+        len(pairs) != rank
+        or len(padding) != rank
         or not all(len(p) == 2 and all(geo.is_int(v) for v in p) for p in pairs)
     ):
+        count = {1: "one (lo, hi) pair", 2: "two (lo, hi) pairs", 3: "three (lo, hi) pairs"}
         raise TypeError(
-            f"{OP}: `padding` must be 'SAME', 'VALID' or two (lo, hi) pairs of ints (one per "
-            f"spatial dimension), got {padding!r}."
+            f"{OP}: `padding` must be 'SAME', 'VALID' or {count.get(rank, f'{rank} pairs')} of "
+            f"ints (one per spatial dimension), got {padding!r}."
         )
     return [(int(lo), int(hi)) for lo, hi in pairs]
 
@@ -71,23 +72,25 @@ def conv_transpose(
     *,
     plan: PlanLike = "auto",
 ) -> jax.Array:
-    """`jax.lax.conv_transpose` for two spatial dimensions, by jaxconv's rules.
+    """`jax.lax.conv_transpose` for one, two or three spatial dimensions, by jaxconv's rules.
 
-    The same arguments and result as lax (see its documentation), for 4-D operands. It is
+    The same arguments and result as lax (see its documentation), for operands of 3, 4 or 5
+    dimensions. It is
     `jaxconv.conv_general_dilated` with `lhs_dilation=strides`, unit window strides and lax's
     padding, so its gradients are jaxconv's hand-derived rules. (PyTorch's semantics, with its
     kernel layout and `output_padding`, are `jaxconv.conv_transpose2d`.)
 
     Args:
-      lhs: the input, 4-D, laid out as `dimension_numbers[0]` says.
-      rhs: the kernel, 4-D, as `dimension_numbers[1]`.
-      strides: two ints, the forward convolution's strides (the input's dilation here).
-      padding: 'SAME' or 'VALID' (any case), the forward convolution's padding; or two
-        (lo, hi) pairs: the dilated input's padding, or with `use_consistent_padding` the
-        forward convolution's.
-      rhs_dilation: the kernel's dilation, two ints (default 1).
-      dimension_numbers: None (lax's default here: ("NHWC", "HWIO", "NHWC")), three
-        strings, or a `lax.ConvDimensionNumbers`.
+      lhs: the input, laid out as `dimension_numbers[0]` says.
+      rhs: the kernel, as `dimension_numbers[1]`, with as many dimensions as `lhs`.
+      strides: one int per spatial dimension, the forward convolution's strides (the input's
+        dilation here).
+      padding: 'SAME' or 'VALID' (any case), the forward convolution's padding; or one
+        (lo, hi) pair per spatial dimension: the dilated input's padding, or with
+        `use_consistent_padding` the forward convolution's.
+      rhs_dilation: the kernel's dilation, one int per spatial dimension (default 1).
+      dimension_numbers: None (lax's default here: channels last, ("NHWC", "HWIO", "NHWC")
+        in 2-D), three strings, or a `lax.ConvDimensionNumbers`.
       transpose_kernel: flip the kernel's spatial axes and swap its feature axes, which
         makes this the gradient of a forward convolution with that kernel.
       precision: of the contractions, forward and backward.
@@ -101,7 +104,7 @@ def conv_transpose(
 
     Raises:
       ValueError, TypeError: naming the argument, before computing, where lax would raise
-        and where jaxconv cannot follow lax (not two spatial dimensions, integer dtypes).
+        and where jaxconv cannot follow lax (no spatial dimension, or more than three).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -111,20 +114,16 @@ def conv_transpose(
       (1, 6, 6, 4)
     """
     lhs, rhs = geo.as_array(OP, "lhs", lhs), geo.as_array(OP, "rhs", rhs)
-    for name, a in (("lhs", lhs), ("rhs", rhs)):
-        if a.ndim != 4:
-            raise ValueError(
-                f"{OP}: `{name}` must be 4-D (two spatial dimensions; jaxconv computes 2-D "
-                f"convolutions only), got shape {tuple(a.shape)}."
-            )
-    if dimension_numbers is None:
-        dimension_numbers = ("NHWC", "HWIO", "NHWC")  # lax's default for 4-D operands
+    rank = check_operand_ranks(OP, lhs, rhs)
+    if dimension_numbers is None:  # lax's default: channels last, ("NHWC", "HWIO", "NHWC")
+        letters = geo.SPATIAL_LETTERS[rank]
+        dimension_numbers = (f"N{letters}C", f"{letters}IO", f"N{letters}C")
     try:
-        _, rhs_perm, _ = _permutations(dimension_numbers)
+        _, rhs_perm, _ = _permutations(dimension_numbers, lhs.ndim)
     except (TypeError, ValueError) as error:  # the same check, under this function's name
         raise type(error)(str(error).replace("conv_general_dilated:", f"{OP}:", 1)) from None
-    stride = geo.spatial_pair(OP, "strides", strides, None)
-    dilation = geo.spatial_pair(OP, "rhs_dilation", rhs_dilation, 1)
+    stride = geo.spatial_tuple(OP, "strides", strides, rank, None)
+    dilation = geo.spatial_tuple(OP, "rhs_dilation", rhs_dilation, rank, 1)
     if not isinstance(transpose_kernel, bool):
         raise TypeError(f"{OP}: `transpose_kernel` must be a bool, got {transpose_kernel!r}.")
 
@@ -133,12 +132,12 @@ def conv_transpose(
     forward = isinstance(padding, str) or use_consistent_padding
     if forward:
         per_axis: list[str | tuple[int, int]]
-        per_axis = [padding, padding] if isinstance(padding, str) else list(_pair_list(padding))
-        kernel_hw = [rhs.shape[axis] for axis in rhs_perm[2:]]
-        dilated = [d * (k - 1) + 1 for k, d in zip(kernel_hw, dilation)]
+        per_axis = [padding] * rank if isinstance(padding, str) else list(_pair_list(padding, rank))
+        kernel_size = [rhs.shape[axis] for axis in rhs_perm[2:]]
+        dilated = [d * (k - 1) + 1 for k, d in zip(kernel_size, dilation)]
         pads = [_forward_padding(k, s, p) for k, s, p in zip(dilated, stride, per_axis)]
     else:
-        pads = _pair_list(padding)
+        pads = _pair_list(padding, rank)
 
     if transpose_kernel:
         # As lax: flip the spatial axes and swap the kernel's O and I axes.
@@ -147,7 +146,7 @@ def conv_transpose(
         return conv_general_dilated(
             lhs,
             rhs,
-            (1, 1),
+            (1,) * rank,
             pads,
             lhs_dilation=stride,
             rhs_dilation=dilation,

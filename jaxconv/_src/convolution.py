@@ -1,9 +1,11 @@
-"""`conv2d` and its gradients: a `jax.custom_vjp` whose backward runs the hand-derived rules.
+"""`conv1d`, `conv2d`, `conv3d`, `conv` and their gradients: one `jax.custom_vjp` whose
+backward runs the hand-derived rules, for any number of spatial axes.
 
 The rules are `rules.py` (docs/derivation.md §10); `evaluation` evaluates them by the forms a
 `Plan` names, chosen per platform unless the caller gives one. This module is the boundary:
 it validates the call (`geometry`), moves between the caller's layout and rank and the
-batched arrays the evaluations take (`layout`), and registers the backward with JAX.
+batched arrays the evaluations take (`layout`), and registers the backward with JAX. The
+functions of each rank are the rank-generic ones with that rank's layouts.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from jaxconv._src.evaluation import evaluate as ev
 from jaxconv._src.evaluation import mesh, sharded
 from jaxconv._src.evaluation.evaluate import PlanLike, PrecisionLike
 from jaxconv._src.evaluation.plan import Plan
-from jaxconv._src.geometry import ConvGeometry, IntOrPair, Layout, PaddingLike
+from jaxconv._src.geometry import ConvGeometry, IntOrPair, IntOrTuple, Layout, PaddingLike
 
 
 def _forward(
@@ -48,13 +50,14 @@ def _backward(
     plan: Plan | str,
     precision: str | None,
 ) -> tuple[jax.Array, jax.Array]:
-    """(∂L/∂X, ∂L/∂W) in the accumulation dtype, from batched x and g and an HWIO kernel."""
+    """(∂L/∂X, ∂L/∂W) in the accumulation dtype, from batched x and g and a (*k, C/G, O)
+    kernel."""
     dx = sharded.grad_input(g, w, geom, plan, precision)
     return dx, sharded.grad_kernel(x, g, geom, plan, precision)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _conv2d(
+def _conv(
     x: jax.Array,
     w: jax.Array,
     b: jax.Array | None,
@@ -65,13 +68,13 @@ def _conv2d(
     return _forward(x, w, b, geom, plan, precision)
 
 
-def _conv2d_fwd(x, w, b, geom, plan, precision):
+def _conv_fwd(x, w, b, geom, plan, precision):
     # Save the operands, not the im2col patches: the backward re-slices X, which costs less
     # memory than kh·kw copies of it.
     return _forward(x, w, b, geom, plan, precision, backward_follows=True), (x, w, b)
 
 
-def _conv2d_bwd(geom, plan, precision, residuals, g):
+def _conv_bwd(geom, plan, precision, residuals, g):
     x, w, b = residuals
     rank, layout = geom.input_rank, geom.layout
     g = lay.to_batched(g, layout, rank)
@@ -91,10 +94,10 @@ def _conv2d_bwd(geom, plan, precision, residuals, g):
     )
 
 
-_conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+_conv.defvjp(_conv_fwd, _conv_bwd)
 
 # Compiled once per (shapes, dtypes, geometry, plan, precision); inlined under jit.
-_conv2d_jit = jax.jit(_conv2d, static_argnums=(3, 4, 5))
+_conv_jit = jax.jit(_conv, static_argnums=(3, 4, 5))
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
@@ -119,6 +122,174 @@ def _grad_kernel(
 
 # --- Public API. -----------------------------------------------------------------------------
 
+OutSharding = jax.sharding.NamedSharding | jax.sharding.PartitionSpec | None
+
+
+def layout_of(op: str, layout, kernel_shape: tuple[int, ...], kernel: str) -> Layout:
+    """The layout of a rank-generic call: `layout` (any rank jaxconv computes), or for None
+    the channels-first layout of a kernel of `kernel_shape`, (O, C//groups, *k); `kernel`
+    names it in messages."""
+    if layout is not None:
+        return geo.normalize_layout(op, layout, None)
+    return geo.LAYOUTS[geo.check_rank(op, kernel, len(kernel_shape) - 2, kernel_shape)][0]
+
+
+def _convolve(
+    op: str,
+    rank: int | None,
+    x,
+    w,
+    b,
+    *,
+    stride,
+    padding,
+    dilation,
+    groups,
+    layout,
+    padding_mode,
+    plan,
+    precision,
+    out_sharding,
+) -> jax.Array:
+    """A convolution call of `op`, for `rank` spatial axes (None: `layout`'s)."""
+    x, w = geo.as_array(op, "x", x), geo.as_array(op, "w", w)
+    b = None if b is None else geo.as_array(op, "b", b)
+    config = dict(stride=stride, dilation=dilation, groups=groups, layout=layout, rank=rank)
+    geom = geo.resolve_conv(op, x, w, b, padding=padding, **config)
+    mode = pm.check_padding_mode(op, padding_mode, geom)
+    plan, precision = ev.check_plan(op, plan, geom), ev.check_precision(op, precision)
+    if mode != "zeros":
+        x = pm.pad_input(x, geom, mode)
+        geom = geo.resolve_conv(op, x, w, b, padding=0, **config)
+    z = _conv_jit(x, w, b, geom, plan, precision)
+    return z if out_sharding is None else jax.sharding.reshard(z, out_sharding)
+
+
+def conv(
+    x: jax.typing.ArrayLike,
+    w: jax.typing.ArrayLike,
+    b: jax.typing.ArrayLike | None = None,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingLike = "VALID",
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    layout: Layout | None = None,
+    padding_mode: pm.PaddingMode = "zeros",
+    plan: PlanLike = "auto",
+    precision: PrecisionLike = None,
+    out_sharding: OutSharding = None,
+) -> jax.Array:
+    """Convolution (cross-correlation, eq. 6) over 1, 2 or 3 spatial axes, with hand-derived
+    gradients: `conv1d`, `conv2d` and `conv3d` are this function with their rank's layouts.
+
+    Same result as `jax.lax.conv_general_dilated` with the matching dimension numbers, plus
+    bias. Reverse-mode derivatives (`jax.grad`, `jax.vjp`, and their compositions) run the
+    rules `conv_grad_input`, `conv_grad_kernel` and `conv_grad_bias`; forward mode
+    (`jax.jvp`) is not supported by `jax.custom_vjp` and raises a TypeError.
+
+    Args:
+      x: input, (N, C, *spatial) channels-first or (N, *spatial, C) channels-last; one
+        example without N; or, with a spatial-only kernel, a spatial-only input (one channel).
+      w: kernel, (O, C//groups, *k) channels-first or (*k, C//groups, O) channels-last.
+      b: optional bias of shape (O,).
+      stride: int or one per spatial axis, each >= 1.
+      padding: "VALID", "SAME", "SAME_LOWER" (as in `jax.lax`), an int, one int per axis, or
+        one (lo, hi) pair per axis; negative values crop.
+      dilation: kernel dilation, int or one per axis, each >= 1.
+      groups: number of channel groups; divides C and O. groups == C is depthwise.
+      layout: "NCW", "NWC", "NCHW", "NHWC", "NCDHW" or "NDHWC"; None: channels-first, with
+        as many spatial axes as `w` has beyond (O, C//groups).
+      padding_mode: "zeros", "reflect", "replicate" or "circular", as for `conv2d`.
+      plan: "auto", "plain" or a `jaxconv.Plan`, as for `conv2d`.
+      precision: of the contractions, as for `conv2d`.
+      out_sharding: where Z is placed, as for `conv2d`.
+
+    Returns:
+      Z in the layout of `x`, dtype of `x`.
+
+    Raises:
+      ValueError, TypeError: on invalid shapes, dtypes or configuration, before computing.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> x, w = jnp.ones((2, 4, 6, 8, 8)), jnp.ones((5, 4, 3, 3, 3))  # NCDHW, OIDHW
+      >>> jaxconv.conv(x, w, padding="SAME").shape
+      (2, 5, 6, 8, 8)
+    """
+    w = geo.as_array("conv", "w", w)
+    return _convolve(
+        "conv",
+        None,
+        x,
+        w,
+        b,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout_of("conv", layout, w.shape, "w"),
+        padding_mode=padding_mode,
+        plan=plan,
+        precision=precision,
+        out_sharding=out_sharding,
+    )
+
+
+def conv1d(
+    x: jax.typing.ArrayLike,
+    w: jax.typing.ArrayLike,
+    b: jax.typing.ArrayLike | None = None,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingLike = "VALID",
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    layout: Layout = "NCW",
+    padding_mode: pm.PaddingMode = "zeros",
+    plan: PlanLike = "auto",
+    precision: PrecisionLike = None,
+    out_sharding: OutSharding = None,
+) -> jax.Array:
+    """1-D convolution with hand-derived gradients: `conv` for one spatial axis.
+
+    Args:
+      x: "NCW": (N, C, W) or one signal (C, W); "NWC": (N, W, C) or (W, C); or (W,) with a
+        (kw,) kernel.
+      w: "NCW": (O, C//groups, kw); "NWC": (kw, C//groups, O).
+      b, stride, padding, dilation, groups, padding_mode, plan, precision, out_sharding: as
+        for `conv` (ints, or tuples of one int).
+      layout: "NCW" or "NWC".
+
+    Returns:
+      Z of shape (N, O, Wo) ("NCW") or (N, Wo, O) ("NWC"), without N for an unbatched input;
+      dtype of `x`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> x = jnp.array([[[1.0, 2.0, 3.0, 4.0]]])  # (N, C, W)
+      >>> jaxconv.conv1d(x, jnp.array([[[1.0, -1.0]]]))  # differences of neighbours
+      Array([[[-1., -1., -1.]]], dtype=float32)
+    """
+    return _convolve(
+        "conv1d",
+        1,
+        x,
+        w,
+        b,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout,
+        padding_mode=padding_mode,
+        plan=plan,
+        precision=precision,
+        out_sharding=out_sharding,
+    )
+
 
 def conv2d(
     x: jax.typing.ArrayLike,
@@ -133,7 +304,7 @@ def conv2d(
     padding_mode: pm.PaddingMode = "zeros",
     plan: PlanLike = "auto",
     precision: PrecisionLike = None,
-    out_sharding: jax.sharding.NamedSharding | jax.sharding.PartitionSpec | None = None,
+    out_sharding: OutSharding = None,
 ) -> jax.Array:
     """2-D convolution (cross-correlation, eq. 6) with hand-derived gradients.
 
@@ -191,11 +362,9 @@ def conv2d(
       Array([[-4., -4.],
              [-4., -4.]], dtype=float32)
     """
-    op = "conv2d"
-    x, w = geo.as_array(op, "x", x), geo.as_array(op, "w", w)
-    b = None if b is None else geo.as_array(op, "b", b)
-    geom = geo.resolve_conv2d(
-        op,
+    return _convolve(
+        "conv2d",
+        2,
         x,
         w,
         b,
@@ -204,24 +373,219 @@ def conv2d(
         dilation=dilation,
         groups=groups,
         layout=layout,
+        padding_mode=padding_mode,
+        plan=plan,
+        precision=precision,
+        out_sharding=out_sharding,
     )
-    mode = pm.check_padding_mode(op, padding_mode, geom)
-    plan, precision = ev.check_plan(op, plan, geom), ev.check_precision(op, precision)
-    if mode != "zeros":
-        x = pm.pad_input(x, geom, mode)
-        geom = geo.resolve_conv2d(
-            op,
-            x,
-            w,
-            b,
-            stride=stride,
-            padding=0,
-            dilation=dilation,
-            groups=groups,
-            layout=layout,
+
+
+def conv3d(
+    x: jax.typing.ArrayLike,
+    w: jax.typing.ArrayLike,
+    b: jax.typing.ArrayLike | None = None,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingLike = "VALID",
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    layout: Layout = "NCDHW",
+    padding_mode: pm.PaddingMode = "zeros",
+    plan: PlanLike = "auto",
+    precision: PrecisionLike = None,
+    out_sharding: OutSharding = None,
+) -> jax.Array:
+    """3-D convolution with hand-derived gradients: `conv` for three spatial axes.
+
+    Args:
+      x: "NCDHW": (N, C, D, H, W) or one volume (C, D, H, W); "NDHWC": (N, D, H, W, C) or
+        (D, H, W, C); or (D, H, W) with a (kd, kh, kw) kernel.
+      w: "NCDHW": (O, C//groups, kd, kh, kw); "NDHWC": (kd, kh, kw, C//groups, O).
+      b, stride, padding, dilation, groups, padding_mode, plan, precision, out_sharding: as
+        for `conv` (ints, or one per axis (d, h, w)).
+      layout: "NCDHW" or "NDHWC".
+
+    Returns:
+      Z of shape (N, O, Do, Ho, Wo) ("NCDHW") or (N, Do, Ho, Wo, O) ("NDHWC"), without N for
+      an unbatched input; dtype of `x`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> x, w = jnp.ones((1, 2, 4, 4, 4)), jnp.ones((3, 2, 2, 2, 2))
+      >>> z = jaxconv.conv3d(x, w, stride=2)
+      >>> z.shape, float(z[0, 0, 0, 0, 0])  # 2 channels × 8 taps
+      ((1, 3, 2, 2, 2), 16.0)
+    """
+    return _convolve(
+        "conv3d",
+        3,
+        x,
+        w,
+        b,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout,
+        padding_mode=padding_mode,
+        plan=plan,
+        precision=precision,
+        out_sharding=out_sharding,
+    )
+
+
+def _grad_input_call(op, rank, g, w, x_shape, *, plan, precision, **config) -> jax.Array:
+    g, w = geo.as_array(op, "g", g), geo.as_array(op, "w", w)
+    geo.check_operands(op, "g", g, "w", w)
+    geom = geo.conv_geometry(op, x_shape, w.shape, x_name="x_shape", rank=rank, **config)
+    geo.check_cotangent(op, g.shape, geom, f"`x_shape` {tuple(x_shape)} and `w` {w.shape}")
+    plan = ev.check_plan(op, plan, geom)
+    return _grad_input(g, w, geom, plan, ev.check_precision(op, precision))
+
+
+def _grad_kernel_call(op, rank, x, g, w_shape, *, plan, precision, **config) -> jax.Array:
+    x, g = geo.as_array(op, "x", x), geo.as_array(op, "g", g)
+    geo.check_operands(op, "x", x, "g", g)
+    geom = geo.conv_geometry(op, x.shape, w_shape, rank=rank, **config)
+    geo.check_cotangent(op, g.shape, geom, f"`x` {x.shape} and `w_shape` {tuple(w_shape)}")
+    plan = ev.check_plan(op, plan, geom)
+    return _grad_kernel(x, g, geom, plan, ev.check_precision(op, precision))
+
+
+def _grad_bias_call(op: str, g, layout, rank: int | None) -> jax.Array:
+    g = geo.as_array(op, "g", g)
+    if layout is None:  # conv_grad_bias: channels-first, a batch
+        layout = geo.LAYOUTS[geo.check_rank(op, "g", g.ndim - 2, tuple(g.shape))][0]
+    layout = geo.normalize_layout(op, layout, rank)
+    n = geo.spatial_rank_of(layout)
+    geo.check_floating(op, "g", g.dtype)
+    if g.ndim not in (n, n + 1, n + 2):
+        raise ValueError(
+            f"{op}: `g` must be {n}-D, {n + 1}-D or {n + 2}-D, got shape {tuple(g.shape)}."
         )
-    z = _conv2d_jit(x, w, b, geom, plan, precision)
-    return z if out_sharding is None else jax.sharding.reshard(z, out_sharding)
+    return ev.grad_bias(lay.to_batched(g, layout, g.ndim), layout).astype(g.dtype)
+
+
+def conv_grad_input(
+    g: jax.typing.ArrayLike,
+    w: jax.typing.ArrayLike,
+    x_shape: tuple[int, ...],
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingLike = "VALID",
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    layout: Layout | None = None,
+    plan: PlanLike = "auto",
+    precision: PrecisionLike = None,
+) -> jax.Array:
+    """∂L/∂X of `conv`, any rank: full correlation of ∂L/∂Z with the rotated kernel.
+
+    Args:
+      g: ∂L/∂Z, shaped like `conv`'s output for an input of shape `x_shape`.
+      w: the kernel, as for `conv`.
+      x_shape: shape of the forward input X.
+      stride, padding, dilation, groups, layout: the forward's configuration (`layout` None:
+        channels-first, the rank of `w`).
+      plan, precision: as for `conv` (the plan's `grad_input` form).
+
+    Returns:
+      ∂L/∂X of shape `x_shape` and the dtype of `g`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> g, w = jnp.ones((1, 1, 3)), jnp.array([[[1.0, 2.0]]])  # NCW, OIW
+      >>> jaxconv.conv_grad_input(g, w, (1, 1, 4))
+      Array([[[1., 3., 3., 2.]]], dtype=float32)
+    """
+    op = "conv_grad_input"
+    w = geo.as_array(op, "w", w)
+    return _grad_input_call(
+        op,
+        None,
+        g,
+        w,
+        x_shape,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout_of(op, layout, w.shape, "w"),
+        plan=plan,
+        precision=precision,
+    )
+
+
+def conv_grad_kernel(
+    x: jax.typing.ArrayLike,
+    g: jax.typing.ArrayLike,
+    w_shape: tuple[int, ...],
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingLike = "VALID",
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    layout: Layout | None = None,
+    plan: PlanLike = "auto",
+    precision: PrecisionLike = None,
+) -> jax.Array:
+    """∂L/∂W of `conv`, any rank: X ⋆ ∂L/∂Z (eq. 11), summed over the output positions.
+
+    Args:
+      x: the forward input X.
+      g: ∂L/∂Z, shaped like `conv`'s output.
+      w_shape: shape of the kernel W.
+      stride, padding, dilation, groups, layout: the forward's configuration (`layout` None:
+        channels-first, the rank of `w_shape`).
+      plan, precision: as for `conv` (the plan's `grad_kernel` form).
+
+    Returns:
+      ∂L/∂W of shape `w_shape` and the dtype of `x`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> x = jnp.arange(4.0).reshape(1, 1, 4)  # NCW
+      >>> jaxconv.conv_grad_kernel(x, jnp.ones((1, 1, 3)), (1, 1, 2))
+      Array([[[3., 6.]]], dtype=float32)
+    """
+    op = "conv_grad_kernel"
+    w_shape = geo.check_shape(op, "w_shape", w_shape)
+    return _grad_kernel_call(
+        op,
+        None,
+        x,
+        g,
+        w_shape,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout_of(op, layout, w_shape, "w_shape"),
+        plan=plan,
+        precision=precision,
+    )
+
+
+def conv_grad_bias(g: jax.typing.ArrayLike, *, layout: Layout | None = None) -> jax.Array:
+    """∂L/∂b of `conv`, any rank: ∂L/∂Z summed over everything but the channel axis.
+
+    Args:
+      g: ∂L/∂Z in `layout`: a batch, one example, or spatial only (one channel).
+      layout: the forward's layout; None: channels-first, g a batch (N, O, *out).
+
+    Returns:
+      (O,), dtype of `g`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> jaxconv.conv_grad_bias(jnp.ones((2, 3, 5)))  # NCW
+      Array([10., 10., 10.], dtype=float32)
+    """
+    return _grad_bias_call("conv_grad_bias", g, layout, None)
 
 
 def conv2d_grad_input(
@@ -260,23 +624,20 @@ def conv2d_grad_input(
              [ 4., 10.,  6.],
              [ 3.,  7.,  4.]], dtype=float32)
     """
-    op = "conv2d_grad_input"
-    g, w = geo.as_array(op, "g", g), geo.as_array(op, "w", w)
-    geo.check_operands(op, "g", g, "w", w)
-    geom = geo.conv_geometry(
-        op,
+    return _grad_input_call(
+        "conv2d_grad_input",
+        2,
+        g,
+        w,
         x_shape,
-        w.shape,
         stride=stride,
         padding=padding,
         dilation=dilation,
         groups=groups,
         layout=layout,
-        x_name="x_shape",
+        plan=plan,
+        precision=precision,
     )
-    geo.check_cotangent(op, g.shape, geom, f"`x_shape` {tuple(x_shape)} and `w` {w.shape}")
-    plan = ev.check_plan(op, plan, geom)
-    return _grad_input(g, w, geom, plan, ev.check_precision(op, precision))
 
 
 def conv2d_grad_kernel(
@@ -313,22 +674,20 @@ def conv2d_grad_kernel(
       Array([[ 8., 12.],
              [20., 24.]], dtype=float32)
     """
-    op = "conv2d_grad_kernel"
-    x, g = geo.as_array(op, "x", x), geo.as_array(op, "g", g)
-    geo.check_operands(op, "x", x, "g", g)
-    geom = geo.conv_geometry(
-        op,
-        x.shape,
+    return _grad_kernel_call(
+        "conv2d_grad_kernel",
+        2,
+        x,
+        g,
         w_shape,
         stride=stride,
         padding=padding,
         dilation=dilation,
         groups=groups,
         layout=layout,
+        plan=plan,
+        precision=precision,
     )
-    geo.check_cotangent(op, g.shape, geom, f"`x` {x.shape} and `w_shape` {tuple(w_shape)}")
-    plan = ev.check_plan(op, plan, geom)
-    return _grad_kernel(x, g, geom, plan, ev.check_precision(op, precision))
 
 
 def conv2d_grad_bias(g: jax.typing.ArrayLike, *, layout: Layout = "NCHW") -> jax.Array:
@@ -348,10 +707,4 @@ def conv2d_grad_bias(g: jax.typing.ArrayLike, *, layout: Layout = "NCHW") -> jax
       >>> jaxconv.conv2d_grad_bias(jnp.ones((2, 3, 4, 4)))
       Array([32., 32., 32.], dtype=float32)
     """
-    op = "conv2d_grad_bias"
-    g = geo.as_array(op, "g", g)
-    layout = geo.normalize_layout(op, layout)
-    geo.check_floating(op, "g", g.dtype)
-    if g.ndim not in (2, 3, 4):
-        raise ValueError(f"{op}: `g` must be 2-D, 3-D or 4-D, got shape {tuple(g.shape)}.")
-    return ev.grad_bias(lay.to_batched(g, layout, g.ndim), layout).astype(g.dtype)
+    return _grad_bias_call("conv2d_grad_bias", g, layout, 2)

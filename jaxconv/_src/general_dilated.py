@@ -1,10 +1,12 @@
-"""`conv_general_dilated`: `jax.lax.conv_general_dilated`'s signature and semantics for two
-spatial dimensions, computed by jaxconv's rules and differentiated by its hand-derived ones.
+"""`conv_general_dilated`: `jax.lax.conv_general_dilated`'s signature and semantics for one,
+two or three spatial dimensions, computed by jaxconv's rules and differentiated by its
+hand-derived ones.
 
-Every call becomes one `conv2d` in NCHW/OIHW: the operands are transposed by the dimension
-numbers; an input dilation is part of the padding operator of the rules (derivation eq. 38);
-batch groups are feature groups of a regrouped input (eq. 39). Flax's `nnx.Conv` and
-`linen.Conv` take it as their `conv_general_dilated=` argument.
+Every call becomes one convolution channels-first (NCW/OIW, NCHW/OIHW or NCDHW/OIDHW): the
+operands are transposed by the dimension numbers; an input dilation is part of the padding
+operator of the rules (derivation eq. 38); batch groups are feature groups of a regrouped
+input (eq. 39). Flax's `nnx.Conv` and `linen.Conv` take it as their `conv_general_dilated=`
+argument.
 """
 
 from __future__ import annotations
@@ -16,30 +18,42 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxconv._src import geometry as geo
-from jaxconv._src.convolution import _conv2d_jit
+from jaxconv._src.convolution import _conv_jit
 from jaxconv._src.evaluation import evaluate as ev
 from jaxconv._src.evaluation.evaluate import PlanLike, PrecisionLike
 
 OP = "conv_general_dilated"
-Perm = tuple[int, int, int, int]
+Perm = tuple[int, ...]
 
 
-def _permutations(dimension_numbers) -> tuple[Perm, Perm, Perm]:
-    """(lhs, rhs, out) permutations to (N, C, H, W), (O, I, H, W), (N, C, H, W), as lax
-    reads `dimension_numbers`: None (NCHW, OIHW, NCHW), three strings such as ("NHWC", "HWIO",
-    "NHWC") whose spatial letters are matched to the kernel's order, or lax's
-    `ConvDimensionNumbers` of index tuples."""
+def check_operand_ranks(op: str, lhs: jax.Array, rhs: jax.Array) -> int:
+    """The number of spatial dimensions of a lax-style call; raises naming the operands
+    unless both have it and jaxconv computes it (1, 2 or 3)."""
+    if lhs.ndim != rhs.ndim:
+        raise ValueError(
+            f"{op}: `lhs` of shape {tuple(lhs.shape)} and `rhs` of shape {tuple(rhs.shape)} "
+            "must have the same number of dimensions (batch or features, then the spatial "
+            "ones), as in lax."
+        )
+    return geo.check_rank(op, "lhs", lhs.ndim - 2, tuple(lhs.shape))
+
+
+def _permutations(dimension_numbers, ndim: int) -> tuple[Perm, Perm, Perm]:
+    """(lhs, rhs, out) permutations to (N, C, *spatial), (O, I, *spatial), (N, C, *spatial)
+    for operands of `ndim` dimensions, as lax reads `dimension_numbers`: None (channels
+    first), three strings such as ("NHWC", "HWIO", "NHWC") whose spatial letters are matched
+    to the kernel's order, or lax's `ConvDimensionNumbers` of index tuples."""
     if dimension_numbers is None:
-        return ((0, 1, 2, 3),) * 3
+        return (tuple(range(ndim)),) * 3
     if hasattr(dimension_numbers, "lhs_spec"):  # lax.ConvDimensionNumbers
         perms = tuple(
             tuple(int(i) for i in getattr(dimension_numbers, f"{name}_spec"))
             for name in ("lhs", "rhs", "out")
         )
-        if not all(sorted(p) == [0, 1, 2, 3] for p in perms):
+        if not all(sorted(p) == list(range(ndim)) for p in perms):
             raise ValueError(
-                f"{OP}: `dimension_numbers` {dimension_numbers} must permute 4 dimensions "
-                "(two spatial ones): jaxconv computes 2-D convolutions."
+                f"{OP}: `dimension_numbers` {dimension_numbers} must permute the {ndim} "
+                f"dimensions of the operands."
             )
         return perms  # type: ignore[return-value]
     specs = dimension_numbers
@@ -54,11 +68,14 @@ def _permutations(dimension_numbers) -> tuple[Perm, Perm, Perm]:
         )
     lhs_spec, rhs_spec, out_spec = specs
     pairs = (("N", "C"), ("O", "I"), ("N", "C"))
+    spatial_count = {1: "one spatial letter", 2: "two spatial letters"}.get(
+        ndim - 2, f"{ndim - 2} spatial letters"
+    )
     for spec, pair in zip(specs, pairs):
-        if len(spec) != 4 or len(set(spec)) != 4 or not set(pair) <= set(spec):
+        if len(spec) != ndim or len(set(spec)) != ndim or not set(pair) <= set(spec):
             raise ValueError(
                 f"{OP}: `dimension_numbers` {tuple(specs)}: {spec!r} must hold {pair[0]!r}, "
-                f"{pair[1]!r} and two spatial letters, each once (jaxconv is 2-D)."
+                f"{pair[1]!r} and {spatial_count}, each once (operands of {ndim} dimensions)."
             )
     spatial = [set(s) - set(p) for s, p in zip(specs, pairs)]
     if not spatial[0] == spatial[1] == spatial[2]:
@@ -100,21 +117,23 @@ def conv_general_dilated(
     *,
     plan: PlanLike = "auto",
 ) -> jax.Array:
-    """`jax.lax.conv_general_dilated` for two spatial dimensions, by jaxconv's rules.
+    """`jax.lax.conv_general_dilated` for one, two or three spatial dimensions, by jaxconv's
+    rules.
 
-    The same arguments and result as lax (see its documentation), for 4-D operands; its
-    gradients are jaxconv's hand-derived rules (`conv2d`'s custom_vjp).
+    The same arguments and result as lax (see its documentation), for operands of 3, 4 or 5
+    dimensions; its gradients are jaxconv's hand-derived rules (`conv`'s custom_vjp).
 
     Args:
-      lhs: the input, 4-D, laid out as `dimension_numbers[0]` says.
-      rhs: the kernel, 4-D, as `dimension_numbers[1]`.
-      window_strides: two ints.
-      padding: "VALID", "SAME" or "SAME_LOWER" (any case), or two (lo, hi) pairs; with an
-        `lhs_dilation` above 1, pairs only (as in lax).
-      lhs_dilation: the input's dilation, two ints (a transposed convolution's stride).
-      rhs_dilation: the kernel's dilation, two ints.
-      dimension_numbers: None (NCHW, OIHW, NCHW), three strings, or a
-        `lax.ConvDimensionNumbers`.
+      lhs: the input, laid out as `dimension_numbers[0]` says.
+      rhs: the kernel, as `dimension_numbers[1]`, with as many dimensions as `lhs`.
+      window_strides: one int per spatial dimension.
+      padding: "VALID", "SAME" or "SAME_LOWER" (any case), or one (lo, hi) pair per spatial
+        dimension; with an `lhs_dilation` above 1, pairs only (as in lax).
+      lhs_dilation: the input's dilation, one int per spatial dimension (a transposed
+        convolution's stride).
+      rhs_dilation: the kernel's dilation, one int per spatial dimension.
+      dimension_numbers: None (channels first: NCHW, OIHW, NCHW in 2-D), three strings, or
+        a `lax.ConvDimensionNumbers`.
       feature_group_count: channel groups (`conv2d`'s `groups`).
       batch_group_count: groups of the batch, each with its own output channels; at most one
         of the two counts above 1.
@@ -129,7 +148,7 @@ def conv_general_dilated(
 
     Raises:
       ValueError, TypeError: naming the argument, before computing, where lax would raise
-        and where jaxconv cannot follow lax (not two spatial dimensions, integer dtypes).
+        and where jaxconv cannot follow lax (no spatial dimension, or more than three).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -141,21 +160,16 @@ def conv_general_dilated(
       ((1, 3, 3, 4), 18.0)
     """
     lhs, rhs = geo.as_array(OP, "lhs", lhs), geo.as_array(OP, "rhs", rhs)
-    for name, a in (("lhs", lhs), ("rhs", rhs)):
-        if a.ndim != 4:
-            raise ValueError(
-                f"{OP}: `{name}` must be 4-D (two spatial dimensions; jaxconv computes 2-D "
-                f"convolutions only), got shape {tuple(a.shape)}."
-            )
+    rank = check_operand_ranks(OP, lhs, rhs)
     geo.check_operands(OP, "lhs", lhs, "rhs", rhs)
     out_dtype = lhs.dtype
     if preferred_element_type is not None:
         out_dtype = jnp.dtype(preferred_element_type)
         geo.check_floating(OP, "preferred_element_type", out_dtype)
-    lhs_perm, rhs_perm, out_perm = _permutations(dimension_numbers)
-    strides = geo.spatial_pair(OP, "window_strides", window_strides, None)
-    input_dilation = geo.spatial_pair(OP, "lhs_dilation", lhs_dilation, 1)
-    kernel_dilation = geo.spatial_pair(OP, "rhs_dilation", rhs_dilation, 1)
+    lhs_perm, rhs_perm, out_perm = _permutations(dimension_numbers, lhs.ndim)
+    strides = geo.spatial_tuple(OP, "window_strides", window_strides, rank, None)
+    input_dilation = geo.spatial_tuple(OP, "lhs_dilation", lhs_dilation, rank, 1)
+    kernel_dilation = geo.spatial_tuple(OP, "rhs_dilation", rhs_dilation, rank, 1)
     features = _count("feature_group_count", feature_group_count)
     batches = _count("batch_group_count", batch_group_count)
     if features > 1 and batches > 1:
@@ -164,8 +178,8 @@ def conv_general_dilated(
             f"({batches}) may be above 1, as in lax."
         )
 
-    x, w = jnp.transpose(lhs, lhs_perm), jnp.transpose(rhs, rhs_perm)  # NCHW, OIHW
-    (n, c, _, _), (o, i, _, _) = x.shape, w.shape
+    x, w = jnp.transpose(lhs, lhs_perm), jnp.transpose(rhs, rhs_perm)  # NC*, OI*
+    (n, c), (o, i) = x.shape[:2], w.shape[:2]
     shapes = f"`lhs` {tuple(lhs.shape)} and `rhs` {tuple(rhs.shape)}"
     if c != i * features:
         raise ValueError(
@@ -184,9 +198,9 @@ def conv_general_dilated(
     if batches > 1:
         # Eq. 39: image b·N/B + m of batch group b is image m's channel block b of a conv
         # with B feature groups.
-        h, wd = x.shape[2:]
-        x = x.reshape(batches, n // batches, c, h, wd).transpose(1, 0, 2, 3, 4)
-        x = x.reshape(n // batches, batches * c, h, wd)
+        size = x.shape[2:]
+        x = x.reshape(batches, n // batches, c, *size).transpose(1, 0, *range(2, rank + 3))
+        x = x.reshape(n // batches, batches * c, *size)
     if jnp.promote_types(x.dtype, out_dtype) == out_dtype != x.dtype:
         x, w = x.astype(out_dtype), w.astype(out_dtype)  # accumulate in the wider dtype
     geom = geo.conv_geometry(
@@ -197,11 +211,12 @@ def conv_general_dilated(
         padding=padding,
         dilation=kernel_dilation,
         groups=max(features, batches),
-        layout="NCHW",
+        layout=geo.LAYOUTS[rank][0],
         x_name="lhs",
         input_dilation=input_dilation,
+        rank=rank,
     )
     plan, precision = ev.check_plan(OP, plan, geom), ev.check_precision(OP, precision)
-    z = _conv2d_jit(x, w, None, geom, plan, precision)
+    z = _conv_jit(x, w, None, geom, plan, precision)
     out = jnp.transpose(z, tuple(int(k) for k in np.argsort(out_perm))).astype(out_dtype)
     return out if out_sharding is None else jax.sharding.reshard(out, out_sharding)

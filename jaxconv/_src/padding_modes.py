@@ -1,4 +1,4 @@
-"""Padding modes: what fills the border `padding` adds around the input of `conv2d`.
+"""Padding modes: what fills the border `padding` adds around the input of a convolution.
 
 "zeros" is the convolution's own implicit padding (`ConvGeometry.padding`). The other modes
 (PyTorch's and Equinox's names) copy input values into the border: the input is padded
@@ -14,7 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv._src.geometry import ConvGeometry, Pads, normalize_string
+from jaxconv._src.geometry import (
+    ConvGeometry,
+    Pads,
+    axis_names,
+    is_channels_first,
+    normalize_string,
+    spatial_rank_of,
+)
 
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 
@@ -38,7 +45,7 @@ def check_padding_mode(op: str, padding_mode: str, geom: ConvGeometry) -> Paddin
     mode = cast(PaddingMode, normalize_string(op, "padding_mode", padding_mode, PADDING_MODES))
     if mode == "zeros":
         return mode
-    for axis, n, (lo, hi) in zip(("height", "width"), geom.in_hw, geom.padding):
+    for axis, n, (lo, hi) in zip(axis_names(geom.spatial_rank), geom.in_size, geom.padding):
         if min(lo, hi) < 0:
             raise ValueError(
                 f"{op}: `padding_mode`={mode!r} needs non-negative padding, got "
@@ -58,14 +65,17 @@ def check_padding_mode(op: str, padding_mode: str, geom: ConvGeometry) -> Paddin
     return mode
 
 
-def _spatial_axes(layout: str, rank: int) -> tuple[int, int]:
-    if rank == 2:
-        return (0, 1)
-    return (rank - 2, rank - 1) if layout == "NCHW" else (rank - 3, rank - 2)
+def _spatial_axes(layout: str, rank: int) -> tuple[int, ...]:
+    """The spatial axes of a caller's array of `rank` axes in `layout`."""
+    n = spatial_rank_of(layout)
+    if rank == n:
+        return tuple(range(n))
+    first = rank - n if is_channels_first(layout) else rank - n - 1
+    return tuple(range(first, first + n))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
-def _pad(x: jax.Array, pads: Pads, mode: str, axes: tuple[int, int]) -> jax.Array:
+def _pad(x: jax.Array, pads: Pads, mode: str, axes: tuple[int, ...]) -> jax.Array:
     widths = [(0, 0)] * x.ndim
     for axis, pair in zip(axes, pads):
         widths[axis] = pair
@@ -80,12 +90,12 @@ def pad_input(x: jax.Array, geom: ConvGeometry, padding_mode: str) -> jax.Array:
     onto the input position it copies.
 
     Args:
-      x: the input of `conv2d`, any accepted rank, in `geom.layout`.
+      x: the input of the convolution, any accepted rank, in `geom.layout`.
       geom: the geometry resolved for `x`; `check_padding_mode` has accepted it.
       padding_mode: "reflect", "replicate" or "circular".
 
     Returns:
-      `x` with its (H, W) grown to `geom.padded_hw`.
+      `x` with its spatial axes grown to `geom.padded_size`.
     """
     axes = _spatial_axes(geom.layout, geom.input_rank)
     return _pad(x, geom.padding, _JNP_MODES[padding_mode], axes)

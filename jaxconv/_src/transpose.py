@@ -1,8 +1,10 @@
-"""`conv_transpose2d`: the transposed convolution, which is `conv2d`'s ∂L/∂X rule run forward.
+"""`conv_transpose1d/2d/3d`: the transposed convolution, which is the convolution's ∂L/∂X
+rule run forward, for any number of spatial axes.
 
 PyTorch's `conv_transpose2d(x, w)` is the gradient, with respect to its input, of a `conv2d`
 whose kernel is `w` read as OIHW with O = the transposed conv's C_in and I = C_out // groups
-(HWIO as it stands for "NHWC"). Its input has the transposed conv's output shape, and its
+(HWIO as it stands for "NHWC"); likewise in 1-D and 3-D. Its input has the transposed conv's
+output shape, and its
 padding is (p, p − output_padding) (`geometry.conv_transpose_geometry`). The rules then serve
 again with their roles exchanged (docs/derivation.md §11, eqs. 32–33), and no new correlation
 code is needed:
@@ -25,7 +27,9 @@ from jaxconv._src.evaluation import evaluate as ev
 from jaxconv._src.evaluation import mesh, sharded
 from jaxconv._src.evaluation.evaluate import PlanLike, PrecisionLike
 from jaxconv._src.evaluation.plan import Plan
-from jaxconv._src.geometry import ConvGeometry, IntOrPair, Layout
+from jaxconv._src.geometry import ConvGeometry, IntOrPair, IntOrTuple, Layout
+
+OutSharding = jax.sharding.NamedSharding | jax.sharding.PartitionSpec | None
 
 
 def _forward(
@@ -46,7 +50,7 @@ def _forward(
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _conv_transpose2d(
+def _conv_transpose(
     x: jax.Array,
     w: jax.Array,
     b: jax.Array | None,
@@ -57,11 +61,11 @@ def _conv_transpose2d(
     return _forward(x, w, b, geom, plan, precision)
 
 
-def _conv_transpose2d_fwd(x, w, b, geom, plan, precision):
+def _conv_transpose_fwd(x, w, b, geom, plan, precision):
     return _forward(x, w, b, geom, plan, precision), (x, w, b)
 
 
-def _conv_transpose2d_bwd(geom, plan, precision, residuals, g):
+def _conv_transpose_bwd(geom, plan, precision, residuals, g):
     # The adjoint of the input-gradient rule is the forward correlation (eq. 29); W and b
     # get the kernel rule (eq. 30) and bias rule with ∂L/∂Y in the role of the conv's X.
     x, w, b = residuals
@@ -78,9 +82,49 @@ def _conv_transpose2d_bwd(geom, plan, precision, residuals, g):
     )
 
 
-_conv_transpose2d.defvjp(_conv_transpose2d_fwd, _conv_transpose2d_bwd)
+_conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
 
-_conv_transpose2d_jit = jax.jit(_conv_transpose2d, static_argnums=(3, 4, 5))
+_conv_transpose_jit = jax.jit(_conv_transpose, static_argnums=(3, 4, 5))
+
+
+def _transpose(
+    op: str,
+    rank: int,
+    x,
+    w,
+    b,
+    *,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    groups,
+    layout,
+    padding_mode,
+    plan,
+    precision,
+    out_sharding,
+) -> jax.Array:
+    """A transposed convolution call of `op`, for `rank` spatial axes."""
+    x, w = geo.as_array(op, "x", x), geo.as_array(op, "w", w)
+    b = None if b is None else geo.as_array(op, "b", b)
+    geom = geo.resolve_conv_transpose(
+        op,
+        x,
+        w,
+        b,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout,
+        padding_mode=padding_mode,
+        rank=rank,
+    )
+    plan = ev.check_plan(op, plan, geom)
+    y = _conv_transpose_jit(x, w, b, geom, plan, ev.check_precision(op, precision))
+    return y if out_sharding is None else jax.sharding.reshard(y, out_sharding)
 
 
 def conv_transpose2d(
@@ -97,7 +141,7 @@ def conv_transpose2d(
     padding_mode: str = "zeros",
     plan: PlanLike = "auto",
     precision: PrecisionLike = None,
-    out_sharding: jax.sharding.NamedSharding | jax.sharding.PartitionSpec | None = None,
+    out_sharding: OutSharding = None,
 ) -> jax.Array:
     """2-D transposed convolution (PyTorch's `conv_transpose2d`) from the hand-derived rules.
 
@@ -153,11 +197,9 @@ def conv_transpose2d(
       >>> y.shape
       (1, 2, 10, 10)
     """
-    op = "conv_transpose2d"
-    x, w = geo.as_array(op, "x", x), geo.as_array(op, "w", w)
-    b = None if b is None else geo.as_array(op, "b", b)
-    geom = geo.resolve_conv_transpose2d(
+    return _transpose(
         "conv_transpose2d",
+        2,
         x,
         w,
         b,
@@ -168,7 +210,119 @@ def conv_transpose2d(
         groups=groups,
         layout=layout,
         padding_mode=padding_mode,
+        plan=plan,
+        precision=precision,
+        out_sharding=out_sharding,
     )
-    plan = ev.check_plan(op, plan, geom)
-    y = _conv_transpose2d_jit(x, w, b, geom, plan, ev.check_precision(op, precision))
-    return y if out_sharding is None else jax.sharding.reshard(y, out_sharding)
+
+
+def conv_transpose1d(
+    x: jax.typing.ArrayLike,
+    w: jax.typing.ArrayLike,
+    b: jax.typing.ArrayLike | None = None,
+    *,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    layout: Layout = "NCW",
+    padding_mode: str = "zeros",
+    plan: PlanLike = "auto",
+    precision: PrecisionLike = None,
+    out_sharding: OutSharding = None,
+) -> jax.Array:
+    """1-D transposed convolution (PyTorch's `conv_transpose1d`) from the hand-derived rules:
+    `conv_transpose2d` for one spatial axis.
+
+    Args:
+      x: "NCW": (N, C_in, W) or (C_in, W); "NWC": (N, W, C_in) or (W, C_in); or (W,) with a (kw,) kernel.
+      w: "NCW": (C_in, C_out//groups, kw) (PyTorch's layout); "NWC": (kw, C_out//groups, C_in).
+      b, stride, padding, output_padding, dilation, groups, padding_mode, plan, precision,
+        out_sharding: as for `conv_transpose2d`, with ints or one per spatial axis.
+      layout: "NCW" or "NWC".
+
+    Returns:
+      Y of shape (N, C_out, W_out) ("NCW") or (N, W_out, C_out) ("NWC"), without N for an unbatched input, dtype of `x`; per axis
+      out = (in − 1)·stride − 2·padding + dilation·(k − 1) + output_padding + 1.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> x = jnp.array([[[1.0, 2.0, 3.0]]])  # (N, C_in, W)
+      >>> jaxconv.conv_transpose1d(x, jnp.ones((1, 1, 2)), stride=2)  # each entry → 2
+      Array([[[1., 1., 2., 2., 3., 3.]]], dtype=float32)
+    """
+    return _transpose(
+        "conv_transpose1d",
+        1,
+        x,
+        w,
+        b,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout,
+        padding_mode=padding_mode,
+        plan=plan,
+        precision=precision,
+        out_sharding=out_sharding,
+    )
+
+
+def conv_transpose3d(
+    x: jax.typing.ArrayLike,
+    w: jax.typing.ArrayLike,
+    b: jax.typing.ArrayLike | None = None,
+    *,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    layout: Layout = "NCDHW",
+    padding_mode: str = "zeros",
+    plan: PlanLike = "auto",
+    precision: PrecisionLike = None,
+    out_sharding: OutSharding = None,
+) -> jax.Array:
+    """3-D transposed convolution (PyTorch's `conv_transpose3d`) from the hand-derived rules:
+    `conv_transpose2d` for three spatial axes.
+
+    Args:
+      x: "NCDHW": (N, C_in, D, H, W) or (C_in, D, H, W); "NDHWC": (N, D, H, W, C_in) or (D, H, W, C_in); or (D, H, W) with a (kd, kh, kw) kernel.
+      w: "NCDHW": (C_in, C_out//groups, kd, kh, kw) (PyTorch's layout); "NDHWC": (kd, kh, kw, C_out//groups, C_in).
+      b, stride, padding, output_padding, dilation, groups, padding_mode, plan, precision,
+        out_sharding: as for `conv_transpose2d`, with ints or one per spatial axis.
+      layout: "NCDHW" or "NDHWC".
+
+    Returns:
+      Y of shape (N, C_out, D_out, H_out, W_out) ("NCDHW") or (N, D_out, H_out, W_out, C_out) ("NDHWC"), without N for an unbatched input, dtype of `x`; per axis
+      out = (in − 1)·stride − 2·padding + dilation·(k − 1) + output_padding + 1.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxconv
+      >>> y = jaxconv.conv_transpose3d(jnp.ones((1, 4, 3, 3, 3)), jnp.ones((4, 2, 4, 4, 4)), stride=2, padding=1)
+      >>> y.shape  # (3 − 1)·2 − 2 + 3 + 1 = 6 per axis
+      (1, 2, 6, 6, 6)
+    """
+    return _transpose(
+        "conv_transpose3d",
+        3,
+        x,
+        w,
+        b,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        groups=groups,
+        layout=layout,
+        padding_mode=padding_mode,
+        plan=plan,
+        precision=precision,
+        out_sharding=out_sharding,
+    )

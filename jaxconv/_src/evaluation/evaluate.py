@@ -56,6 +56,15 @@ _GRAD_KERNEL = {
 FORMS = {"forward": _FORWARD, "grad_input": _GRAD_INPUT, "grad_kernel": _GRAD_KERNEL}
 
 
+def _form(table: dict, name: str, plan: Plan, **operands) -> tuple[Callable, bool]:
+    """The form `name` of a pass's `table` with its operands bound and the plan's options
+    for it: a GEMM by kernel rows folds `plan.fold_axes` kernel axes."""
+    fn, channels_last = table[name]
+    if name == "gemm-rows":
+        operands["fold"] = plan.fold_axes
+    return functools.partial(fn, **operands), channels_last
+
+
 def check_plan(op: str, plan, geom: ConvGeometry) -> Plan | Literal["auto"]:
     """The plan a call asked for, as a `Plan` or "auto"; raises naming `plan` unless it is
     "auto", "plain" or a `Plan` whose forms accept `geom`."""
@@ -119,11 +128,11 @@ def on_platform(
     return lax.platform_dependent(*args, **branches)
 
 
-def _zeros(like: jax.Array, nchw_shape: tuple[int, ...], layout: str) -> jax.Array:
-    """Zeros of a batched (N, C, H, W) shape, in `layout`, in the accumulation dtype of `like`:
-    the value of every sum over no terms (`ConvGeometry.is_empty`)."""
-    n, c, h, w = nchw_shape
-    shape = (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
+def _zeros(like: jax.Array, channels_first_shape: tuple[int, ...], layout: str) -> jax.Array:
+    """Zeros of a batched (N, C, *spatial) shape, in `layout`, in the accumulation dtype of
+    `like`: the value of every sum over no terms (`ConvGeometry.is_empty`)."""
+    n, c, *size = channels_first_shape
+    shape = (n, c, *size) if geo.is_channels_first(layout) else (n, *size, c)
     return jnp.zeros(shape, rules.accumulation_dtype(like.dtype))
 
 
@@ -139,8 +148,8 @@ def forward(
     """Z = X̄ ⋆ W (`rules.forward`) by the plan's forward form.
 
     Args:
-      x: (N, C, H, W) or (N, H, W, C), as `geom.layout`.
-      w: (kh, kw, C//G, O).
+      x: (N, C, *in) or (N, *in, C), as `geom.layout`.
+      w: (*k, C//G, O).
       geom: the geometry.
       plan: the plan.
       backward_follows: ∂L/∂W will read X channels-last too, so an NCHW X is transposed
@@ -149,12 +158,11 @@ def forward(
         from every part (`chunks.split_images`).
 
     Returns:
-      (N, O, Ho, Wo) or (N, Ho, Wo, O), in the accumulation dtype.
+      (N, O, *out) or (N, *out, O), in the accumulation dtype.
     """
     if geom.is_empty:
-        return _zeros(x, (x.shape[0], geom.out_channels, *geom.out_hw), geom.layout)
-    fn, channels_last = _FORWARD[plan.forward]
-    form = functools.partial(fn, w=w, geom=geom)
+        return _zeros(x, (x.shape[0], geom.out_channels, *geom.out_size), geom.layout)
+    form, channels_last = _form(_FORWARD, plan.forward, plan, w=w, geom=geom)
     if channels_last:
         by_chunk = plan.transpose_by_chunk and not backward_follows
         return chunks.map_channels_last(
@@ -169,17 +177,16 @@ def grad_input(
     """∂L/∂X (`rules.grad_input`) by the plan's ∂L/∂X form.
 
     Args:
-      g: ∂L/∂Z, (N, O, Ho, Wo) or (N, Ho, Wo, O), as `geom.layout`.
-      w: (kh, kw, C//G, O).
+      g: ∂L/∂Z, (N, O, *out) or (N, *out, O), as `geom.layout`.
+      w: (*k, C//G, O).
       shards: as for `forward`.
 
     Returns:
-      (N, C, H, W) or (N, H, W, C), in the accumulation dtype.
+      (N, C, *in) or (N, *in, C), in the accumulation dtype.
     """
     if geom.is_empty:
-        return _zeros(g, (g.shape[0], geom.in_channels, *geom.in_hw), geom.layout)
-    fn, channels_last = _GRAD_INPUT[plan.grad_input]
-    form = functools.partial(fn, w=w, geom=geom)
+        return _zeros(g, (g.shape[0], geom.in_channels, *geom.in_size), geom.layout)
+    form, channels_last = _form(_GRAD_INPUT, plan.grad_input, plan, w=w, geom=geom)
     if channels_last:
         return chunks.map_channels_last(form, g, geom.layout, plan.grad_input_chunk, shards=shards)
     return chunks.map_over_images(form, (g,), plan.grad_input_chunk, shards=shards)
@@ -191,20 +198,19 @@ def grad_kernel(
     """∂L/∂W (`rules.grad_kernel`) by the plan's ∂L/∂W form, summed over chunks of images.
 
     Args:
-      x: (N, C, H, W) or (N, H, W, C), as `geom.layout`.
-      g: ∂L/∂Z, (N, O, Ho, Wo) or (N, Ho, Wo, O).
+      x: (N, C, *in) or (N, *in, C), as `geom.layout`.
+      g: ∂L/∂Z, (N, O, *out) or (N, *out, O).
       shards: as for `forward`; each part sums its own images.
 
     Returns:
-      (kh, kw, C//G, O), in the accumulation dtype.
+      (*k, C//G, O), in the accumulation dtype.
     """
     if geom.is_empty:
-        shape = (*geom.kernel_hw, geom.in_channels // geom.groups, geom.out_channels)
+        shape = (*geom.kernel_size, geom.in_channels // geom.groups, geom.out_channels)
         return jnp.zeros(shape, rules.accumulation_dtype(x.dtype))
-    fn, channels_last = _GRAD_KERNEL[plan.grad_kernel]
+    form, channels_last = _form(_GRAD_KERNEL, plan.grad_kernel, plan, geom=geom)
     if channels_last:
         x, g = lay.to_channels_last(x, geom.layout), lay.to_channels_last(g, geom.layout)
-    form = functools.partial(fn, geom=geom)
     return chunks.sum_over_images(form, (x, g), plan.grad_kernel_chunk, shards)
 
 
@@ -212,7 +218,7 @@ def grad_bias(g: jax.Array, layout: str) -> jax.Array:
     """∂L/∂b (`rules.grad_bias`, eq. 17) summed in the caller's layout, with no transpose.
 
     Args:
-      g: ∂L/∂Z, (N, O, Ho, Wo) or (N, Ho, Wo, O), as `layout`.
+      g: ∂L/∂Z, (N, O, *out) or (N, *out, O), as `layout`.
 
     Returns:
       (O,), in the accumulation dtype.

@@ -1,13 +1,18 @@
 """GEMM forms: the rules as matrix products over a minor channel axis, channels-last.
 
-The forward and ∂L/∂X put the kw windows of one kernel row side by side, one contraction of
+The forward and ∂L/∂X put the windows of one kernel row side by side, one contraction of
 depth kw·C/G per row (a better-shaped GEMM than kw of depth C/G); ∂L/∂W contracts the windows
-of all kh·kw taps at once (`grad_kernel_taps`) or of one kernel row at a time
-(`grad_kernel_rows`). Same sums as `rules.py`, in another order (docs/derivation.md §10).
-Arrays: (N, H, W, C) images, (kh, kw, C/G, O) kernels.
+of all taps at once (`grad_kernel_taps`) or of one kernel row at a time (`grad_kernel_rows`).
+Same sums as `rules.py`, in another order (docs/derivation.md §10).
+
+A kernel row, for n spatial axes, is the taps that share their first n − f indices: the last
+f axes are folded into one contraction (`Plan.fold_axes`; f = 1 is a row of kw taps in 2-D,
+and in 1-D all the taps). Arrays: (N, *spatial, C) batches, (*k, C/G, O) kernels.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -15,25 +20,43 @@ from jax import lax
 
 from jaxconv._src import rules
 from jaxconv._src.geometry import ConvGeometry
+from jaxconv._src.rules import Tap
 
 
-def row_windows(x_pad: jax.Array, row: int, geom: ConvGeometry) -> list[jax.Array]:
-    """The windows of one kernel row's taps, positions flattened: kw arrays (N·Ho·Wo, C).
+def kernel_rows(geom: ConvGeometry, fold: int) -> list[tuple[Tap, list[Tap]]]:
+    """The kernel's rows, each as (its leading index, its taps in row-major order), when the
+    last `fold` axes (at most all of them) are folded into one contraction."""
+    lead = max(0, geom.spatial_rank - fold)
+    leading, trailing = geom.kernel_size[:lead], geom.kernel_size[lead:]
+    return [
+        (row, [row + t for t in itertools.product(*map(range, trailing))])
+        for row in itertools.product(*map(range, leading))
+    ]
+
+
+def _row_kernel(w: jax.Array, row: Tap) -> jax.Array:
+    """The kernel's taps of one row as (taps, C/G, O)."""
+    w_row = w[row]
+    return w_row if w_row.ndim == 3 else w_row.reshape(-1, *w_row.shape[-2:])
+
+
+def row_windows(x_pad: jax.Array, row_taps: list[Tap], geom: ConvGeometry) -> list[jax.Array]:
+    """The windows of one kernel row's taps, positions flattened: arrays (N·∏out, C).
 
     Args:
-      x_pad: (N, Hp, Wp, C), the input after `geom.padding`.
-      row: the kernel row a.
+      x_pad: (N, *padded, C), the input after `geom.padding`.
+      row_taps: the row's taps (`kernel_rows`).
     """
-    c = x_pad.shape[3]
-    return [rules.window(x_pad, (row, b), geom).reshape(-1, c) for b in range(geom.kernel_hw[1])]
+    c = x_pad.shape[-1]
+    return [rules.window(x_pad, tap, geom).reshape(-1, c) for tap in row_taps]
 
 
 def row_forward(windows: list[jax.Array], w_row: jax.Array, groups: int, acc) -> jax.Array:
     """One kernel row's term of eq. 29: Σ_{b, i} windows[b][m, g·Cg + i]·w_row[b, i, g·Og + o].
 
     Args:
-      windows: kw arrays (M, C), from `row_windows`.
-      w_row: (kw, C//G, O), the kernel's row a.
+      windows: one array (M, C) per tap b of the row, from `row_windows`.
+      w_row: (taps, C//G, O), the row's kernel (`_row_kernel`).
       groups: G.
       acc: accumulation dtype.
 
@@ -62,10 +85,10 @@ def row_backward(g: jax.Array, w_row: jax.Array, groups: int, acc) -> list[jax.A
 
     Args:
       g: (M, O), ∂L/∂Z with its positions flattened.
-      w_row: (kw, C//G, O).
+      w_row: (taps, C//G, O).
 
     Returns:
-      kw arrays (M, C) in `acc`.
+      one array (M, C) per tap of the row, in `acc`.
     """
     m, o = g.shape
     kw, c_per_group, _ = w_row.shape
@@ -117,80 +140,90 @@ def windows_kernel_grad(windows: list[jax.Array], g: jax.Array, groups: int, acc
     return dw.transpose(1, 2, 0, 3).reshape(taps, c // groups, o)
 
 
-def forward_rows(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
+def forward_rows(x: jax.Array, w: jax.Array, geom: ConvGeometry, fold: int = 1) -> jax.Array:
     """Eq. 29 as one GEMM per kernel row (`row_forward`), summed over the rows.
 
     Args:
-      x: (N, H, W, C).
-      w: (kh, kw, C//G, O).
+      x: (N, *in, C).
+      w: (*k, C//G, O).
+      fold: the kernel axes one GEMM folds (`kernel_rows`).
 
     Returns:
-      (N, Ho, Wo, O) in the accumulation dtype.
+      (N, *out, O) in the accumulation dtype.
     """
     acc = rules.accumulation_dtype(x.dtype)
     x_pad = rules.pad(x, geom.padding, dilation=geom.input_dilation)
     z = rules.total(
-        row_forward(row_windows(x_pad, a, geom), w[a], geom.groups, acc)
-        for a in range(geom.kernel_hw[0])
+        row_forward(row_windows(x_pad, row_taps, geom), _row_kernel(w, row), geom.groups, acc)
+        for row, row_taps in kernel_rows(geom, fold)
     )
-    return z.reshape(x.shape[0], *geom.out_hw, geom.out_channels)
+    return z.reshape(x.shape[0], *geom.out_size, geom.out_channels)
 
 
-def grad_input_rows(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
+def grad_input_rows(g: jax.Array, w: jax.Array, geom: ConvGeometry, fold: int = 1) -> jax.Array:
     """Eq. 31 with one GEMM per kernel row (`row_backward`), each tap's share put back by
     the adjoint of its window (`rules.windows_adjoint`).
 
     Args:
-      g: ∂L/∂Z, (N, Ho, Wo, O).
-      w: (kh, kw, C//G, O).
+      g: ∂L/∂Z, (N, *out, O).
+      w: (*k, C//G, O).
+      fold: the kernel axes one GEMM folds (`kernel_rows`).
 
     Returns:
-      (N, H, W, C) in the accumulation dtype.
+      (N, *in, C) in the accumulation dtype.
     """
     acc = rules.accumulation_dtype(g.dtype)
     g_rows = g.reshape(-1, geom.out_channels)
     received = (
-        ((a, b), share.reshape(g.shape[0], *geom.out_hw, geom.in_channels))
-        for a in range(geom.kernel_hw[0])
-        for b, share in enumerate(row_backward(g_rows, w[a], geom.groups, acc))
+        (tap, share.reshape(g.shape[0], *geom.out_size, geom.in_channels))
+        for row, row_taps in kernel_rows(geom, fold)
+        for tap, share in zip(
+            row_taps, row_backward(g_rows, _row_kernel(w, row), geom.groups, acc)
+        )
     )
     return rules.windows_adjoint(received, geom)
 
 
 def grad_kernel_taps(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
-    """Eq. 30 as one GEMM over the windows of all kh·kw taps side by side.
+    """Eq. 30 as one GEMM over the windows of all taps side by side.
 
     Args:
-      x: (N, H, W, C).
-      g: ∂L/∂Z, (N, Ho, Wo, O).
+      x: (N, *in, C).
+      g: ∂L/∂Z, (N, *out, O).
 
     Returns:
-      (kh, kw, C//G, O) in the accumulation dtype.
+      (*k, C//G, O) in the accumulation dtype.
     """
     acc = rules.accumulation_dtype(x.dtype)
     x_pad = rules.pad(x, geom.padding, dilation=geom.input_dilation)
     g_rows = g.reshape(-1, geom.out_channels)
-    windows = [window for a in range(geom.kernel_hw[0]) for window in row_windows(x_pad, a, geom)]
+    windows = [
+        window
+        for _, row_taps in kernel_rows(geom, 1)
+        for window in row_windows(x_pad, row_taps, geom)
+    ]
     dw = windows_kernel_grad(windows, g_rows, geom.groups, acc)
-    return dw.reshape(*geom.kernel_hw, *dw.shape[1:])
+    return dw.reshape(*geom.kernel_size, *dw.shape[1:])
 
 
-def grad_kernel_rows(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
-    """Eq. 30 as one GEMM per kernel row: a row's kw windows side by side.
+def grad_kernel_rows(x: jax.Array, g: jax.Array, geom: ConvGeometry, fold: int = 1) -> jax.Array:
+    """Eq. 30 as one GEMM per kernel row: a row's windows side by side.
 
     Args:
-      x: (N, H, W, C).
-      g: ∂L/∂Z, (N, Ho, Wo, O).
+      x: (N, *in, C).
+      g: ∂L/∂Z, (N, *out, O).
+      fold: the kernel axes one GEMM folds (`kernel_rows`).
 
     Returns:
-      (kh, kw, C//G, O) in the accumulation dtype.
+      (*k, C//G, O) in the accumulation dtype.
     """
     acc = rules.accumulation_dtype(x.dtype)
     x_pad = rules.pad(x, geom.padding, dilation=geom.input_dilation)
     g_rows = g.reshape(-1, geom.out_channels)
-    return jnp.stack(
-        [
-            windows_kernel_grad(row_windows(x_pad, a, geom), g_rows, geom.groups, acc)
-            for a in range(geom.kernel_hw[0])
-        ]
-    )
+    rows = [
+        windows_kernel_grad(row_windows(x_pad, row_taps, geom), g_rows, geom.groups, acc)
+        for _, row_taps in kernel_rows(geom, fold)
+    ]
+    dw = jnp.stack(rows)  # (rows, taps per row, C//G, O)
+    shape = (*geom.kernel_size, *dw.shape[2:])
+    return dw if dw.shape == shape else dw.reshape(shape)

@@ -73,8 +73,11 @@ class Plan:
         loop over the batch, or None for the whole batch at once.
       chunks_as_state: the forward's chunks reach its form as loop state, one compact buffer,
         rather than as slices of the batch.
-      transpose_by_chunk: an NCHW forward with no backward to follow makes each chunk
-        channels-last inside its loop instead of transposing the whole batch first.
+      transpose_by_chunk: a channels-first forward with no backward to follow makes each
+        chunk channels-last inside its loop instead of transposing the whole batch first.
+      fold_axes: how many trailing kernel axes one GEMM of a "gemm-rows" form contracts
+        together: 1 is a kernel row (kw taps) in 2-D and 3-D and every tap in 1-D; 2 is a
+        (kh, kw) plane in 3-D. At least 1; above the kernel's rank it folds every tap.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -92,6 +95,7 @@ class Plan:
     grad_kernel_chunk: int | None = None
     chunks_as_state: bool = False
     transpose_by_chunk: bool = False
+    fold_axes: int = 1
 
     def __post_init__(self):
         for name, forms in (
@@ -108,10 +112,14 @@ class Plan:
         for name in ("chunks_as_state", "transpose_by_chunk"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Plan: `{name}` must be a bool, got {getattr(self, name)!r}.")
+        if not isinstance(self.fold_axes, int) or isinstance(self.fold_axes, bool):
+            raise TypeError(f"Plan: `fold_axes` must be an int, got {self.fold_axes!r}.")
+        if self.fold_axes < 1:
+            raise ValueError(f"Plan: `fold_axes` must be >= 1, got {self.fold_axes}.")
 
     def rejection(self, geom: ConvGeometry) -> str | None:
         """Why one of this plan's forms cannot compute `geom`, or None if all of them can."""
-        kernel = f"kernel {geom.kernel_hw}, stride {geom.stride}, groups {geom.groups}"
+        kernel = f"kernel {geom.kernel_size}, stride {geom.stride}, groups {geom.groups}"
         for name in ("forward", "grad_input", "grad_kernel"):
             form = getattr(self, name)
             if form == "winograd" and not wg.accepts(geom):
@@ -130,19 +138,20 @@ class Plan:
         def part(form, chunk, state=False):
             return form + ("" if chunk is None else f"/{chunk}") + ("+state" if state else "")
 
-        return (
+        text = (
             f"fwd {part(self.forward, self.forward_chunk, self.chunks_as_state)}, "
             f"dX {part(self.grad_input, self.grad_input_chunk)}, "
             f"dW {part(self.grad_kernel, self.grad_kernel_chunk)}"
         )
+        return text if self.fold_axes == 1 else f"{text}, rows fold {self.fold_axes} axes"
 
 
 PLAIN = Plan()
 
 
 def depth(geom: ConvGeometry) -> int:
-    """Terms per output of the contraction: kh·kw·C/G."""
-    return math.prod(geom.kernel_hw) * (geom.in_channels // geom.groups)
+    """Terms per output of the contraction: ∏k·C/G."""
+    return math.prod(geom.kernel_size) * (geom.in_channels // geom.groups)
 
 
 def _images_near(batch: int, per_chunk: float) -> int:
@@ -161,23 +170,24 @@ def images_per_chunk(geom: ConvGeometry, winograd: bool) -> int:
     positions = CHUNK_POSITIONS
     if winograd:
         positions = max(positions, WINOGRAD_CHUNK_VALUES // max(1, geom.out_channels))
-    return _images_near(geom.batch, positions / max(1, math.prod(geom.out_hw)))
+    return _images_near(geom.batch, positions / max(1, math.prod(geom.out_size)))
 
 
 def images_for_values(geom: ConvGeometry, values: int) -> int:
     """Images per chunk for about `values` output values (positions × O) a chunk, as
     `_images_near` rounds it."""
-    per_image = max(1, math.prod(geom.out_hw) * geom.out_channels)
+    per_image = max(1, math.prod(geom.out_size) * geom.out_channels)
     return _images_near(geom.batch, values / per_image)
 
 
 def is_pointwise(geom: ConvGeometry) -> bool:
     """A 1×1 kernel at stride 1 with no padding: its one window is the input itself."""
+    ones = (1,) * geom.spatial_rank
     return (
-        geom.kernel_hw == (1, 1)
-        and geom.stride == (1, 1)
-        and geom.padding == ((0, 0), (0, 0))
-        and geom.input_dilation == (1, 1)
+        geom.kernel_size == ones
+        and geom.stride == ones
+        and geom.padding == ((0, 0),) * geom.spatial_rank
+        and geom.input_dilation == ones
     )
 
 

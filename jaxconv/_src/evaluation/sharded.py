@@ -37,13 +37,13 @@ def _entry(names: AxisNames):
 
 
 def _images_spec(layout: str, batch: AxisNames, channels: AxisNames) -> P:
-    entries = [None] * 4
+    entries: list = [None] * len(layout)
     entries[0], entries[lay.channel_axis(layout)] = _entry(batch), _entry(channels)
     return P(*entries)
 
 
-def _kernel_spec(out_channels: AxisNames) -> P:
-    return P(None, None, None, _entry(out_channels))
+def _kernel_spec(layout: str, out_channels: AxisNames) -> P:
+    return P(*(None,) * (len(layout) - 1), _entry(out_channels))
 
 
 def _split(the_mesh, names: AxisNames, size: int, taken: AxisNames = ()) -> AxisNames:
@@ -99,7 +99,7 @@ def forward(
     """Z (`evaluate.forward`) from batched x in `geom.layout` and an HWIO kernel.
 
     Returns:
-      (N, O, Ho, Wo) or (N, Ho, Wo, O), in the accumulation dtype.
+      (N, O, *out) or (N, *out, O), in the accumulation dtype.
     """
 
     def evaluation(x, w, geom, p, shards):
@@ -111,13 +111,13 @@ def forward(
         return _evaluate(geom, plan, precision, evaluation, shards, x, w)
     the_mesh, (x_spec, w_spec) = placed
     batch = _split(the_mesh, x_spec[0], geom.batch)
-    out = _split(the_mesh, w_spec[3], geom.out_channels, batch) if geom.groups == 1 else ()
+    out = _split(the_mesh, w_spec[-1], geom.out_channels, batch) if geom.groups == 1 else ()
     part = geom.per_device(_count(the_mesh, batch), _count(the_mesh, out))
 
     def body(x, w):
         return _evaluate(part, plan, precision, evaluation, 1, x, w)
 
-    in_specs = (_images_spec(geom.layout, batch, ()), _kernel_spec(out))
+    in_specs = (_images_spec(geom.layout, batch, ()), _kernel_spec(geom.layout, out))
     return _on_shards(the_mesh, body, (x, w), in_specs, _images_spec(geom.layout, batch, out))
 
 
@@ -127,7 +127,7 @@ def grad_input(
     """∂L/∂X (`evaluate.grad_input`) from batched ∂L/∂Z in `geom.layout` and an HWIO kernel.
 
     Returns:
-      (N, C, H, W) or (N, H, W, C), in the accumulation dtype.
+      (N, C, *in) or (N, *in, C), in the accumulation dtype.
     """
     placed = mesh.explicit_specs(g, w)
     if placed is None:
@@ -135,14 +135,14 @@ def grad_input(
         return _evaluate(geom, plan, precision, ev.grad_input, shards, g, w)
     the_mesh, (g_spec, w_spec) = placed
     batch = _split(the_mesh, g_spec[0], geom.batch)
-    out = _split(the_mesh, w_spec[3], geom.out_channels, batch) if geom.groups == 1 else ()
+    out = _split(the_mesh, w_spec[-1], geom.out_channels, batch) if geom.groups == 1 else ()
     part = geom.per_device(_count(the_mesh, batch), _count(the_mesh, out))
 
     def body(g, w):
         dx = _evaluate(part, plan, precision, ev.grad_input, 1, g, w)
         return _sum(the_mesh, dx, out)  # eq. 31 sums over every output channel
 
-    in_specs = (_images_spec(geom.layout, batch, out), _kernel_spec(out))
+    in_specs = (_images_spec(geom.layout, batch, out), _kernel_spec(geom.layout, out))
     out_spec = _images_spec(geom.layout, batch, ())
     return _on_shards(the_mesh, body, (g, w), in_specs, out_spec, summed=out)
 
@@ -153,7 +153,7 @@ def grad_kernel(
     """∂L/∂W (`evaluate.grad_kernel`) from batched x and ∂L/∂Z in `geom.layout`.
 
     Returns:
-      (kh, kw, C//G, O), in the accumulation dtype.
+      (*k, C//G, O), in the accumulation dtype.
     """
     placed = mesh.explicit_specs(x, g)
     if placed is None:
@@ -170,4 +170,4 @@ def grad_kernel(
         return _sum(the_mesh, dw, batch)  # eq. 30 sums over every image
 
     in_specs = (_images_spec(geom.layout, batch, ()), _images_spec(geom.layout, batch, out))
-    return _on_shards(the_mesh, body, (x, g), in_specs, _kernel_spec(out), summed=batch)
+    return _on_shards(the_mesh, body, (x, g), in_specs, _kernel_spec(geom.layout, out), summed=batch)

@@ -33,14 +33,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv._src import rules
-from jaxconv._src.geometry import ConvGeometry, Pads, per_axis, per_axis_pads
+from jaxconv._src.geometry import ConvGeometry, Pads
 
 _G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 
 
 def tile_counts(out_hw: tuple[int, int]) -> tuple[int, int]:
     """(T, U): the 2×2 output tiles that cover (Ho, Wo); the last row or column may overhang."""
-    return per_axis(-(-n // 2) for n in out_hw)
+    return tuple(-(-n // 2) for n in out_hw)
 
 
 def _input_rows(d: jax.Array, axis: int, tiles: int) -> list[jax.Array]:
@@ -140,7 +140,7 @@ def accepts(geom: ConvGeometry) -> bool:
     """F(2×2, 3×3) computes an ungrouped 3×3 correlation at stride 1 (any kernel dilation) of
     an undilated input."""
     return (
-        geom.kernel_hw == (3, 3)
+        geom.kernel_size == (3, 3)
         and geom.stride == (1, 1)
         and geom.groups == 1
         and geom.input_dilation == (1, 1)
@@ -151,17 +151,17 @@ def tile_aligned(pads: Pads, out_hw: tuple[int, int], dilation: tuple[int, int])
     """`pads` with each high side grown so that the out_hw outputs split into `dilation`
     phases of whole 2×2 tiles: each n rounded up to a multiple of 2·d (the overhang is
     cropped, or zero, afterwards)."""
-    return per_axis_pads((lo, hi + -n % (2 * d)) for (lo, hi), n, d in zip(pads, out_hw, dilation))
+    return tuple((lo, hi + -n % (2 * d)) for (lo, hi), n, d in zip(pads, out_hw, dilation))
 
 
 def tiles_per_image(geom: ConvGeometry) -> int:
     """The 2×2 output tiles of one image, over all its phases."""
-    return math.prod((n + -n % (2 * d)) // 2 for n, d in zip(geom.out_hw, geom.dilation))
+    return math.prod((n + -n % (2 * d)) // 2 for n, d in zip(geom.out_size, geom.dilation))
 
 
 def reads_input_in_place(geom: ConvGeometry) -> bool:
     """Whether the forward reads its input as it comes: undilated, nothing to pad."""
-    pads = tile_aligned(geom.padding, geom.out_hw, geom.dilation)
+    pads = tile_aligned(geom.padding, geom.out_size, geom.dilation)
     return geom.dilation == (1, 1) and pads == ((0, 0), (0, 0))
 
 
@@ -199,10 +199,10 @@ def forward(x: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
       (N, Ho, Wo, O) in the accumulation dtype.
     """
     acc = rules.accumulation_dtype(x.dtype)
-    pads = tile_aligned(geom.padding, geom.out_hw, geom.dilation)
+    pads = tile_aligned(geom.padding, geom.out_size, geom.dilation)
     x_phases = split_phases(rules.pad(x.astype(acc), pads), geom.dilation)
     z = merge_phases(correlate(x_phases, w.astype(acc), acc), geom.dilation)
-    ho, wo = geom.out_hw
+    ho, wo = geom.out_size
     return z[:, :ho, :wo]
 
 
@@ -224,14 +224,14 @@ def grad_input(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
       (N, H, W, C) in the accumulation dtype.
     """
     acc = rules.accumulation_dtype(g.dtype)
-    full = per_axis_pads(
+    full = tuple(
         (2 * d - lo, 2 * d - hi) for (lo, hi), d in zip(geom.padding, geom.dilation)
     )
-    pads = tile_aligned(full, geom.in_hw, geom.dilation)
+    pads = tile_aligned(full, geom.in_size, geom.dilation)
     g_phases = split_phases(rules.pad(g.astype(acc), pads), geom.dilation)
     w_rotated = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2).astype(acc)
     dx = merge_phases(correlate(g_phases, w_rotated, acc), geom.dilation)
-    h, w_ = geom.in_hw
+    h, w_ = geom.in_size
     return dx[:, :h, :w_]
 
 
@@ -246,6 +246,6 @@ def grad_kernel(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
       (3, 3, C, O) in the accumulation dtype.
     """
     acc = rules.accumulation_dtype(x.dtype)
-    x_pad = rules.pad(x.astype(acc), tile_aligned(geom.padding, geom.out_hw, geom.dilation))
-    g_pad = rules.pad(g.astype(acc), tile_aligned(((0, 0), (0, 0)), geom.out_hw, geom.dilation))
+    x_pad = rules.pad(x.astype(acc), tile_aligned(geom.padding, geom.out_size, geom.dilation))
+    g_pad = rules.pad(g.astype(acc), tile_aligned(((0, 0), (0, 0)), geom.out_size, geom.dilation))
     return kernel_grad(split_phases(x_pad, geom.dilation), split_phases(g_pad, geom.dilation), acc)
