@@ -64,6 +64,7 @@ from jaxconv._src.audit import plot as plot
 from jaxconv._src.audit import random_config as random_config
 from jaxconv._src.audit import run as run
 from jaxconv._src.audit import worst_errors as worst_errors
+from jaxconv._src.compat import describe_fast_compile
 
 _CELL = 11  # "1e-16/2e-16"
 
@@ -186,6 +187,7 @@ def main(argv: Sequence[str] | None = None, *, conv: Callable | None = None) -> 
         jax.config.update("jax_enable_x64", True)
     references = [r for r in REFERENCES if r != "torch" or use_torch]
     print(f"auditing {args.n} configurations, {args.dtype}, seed {args.seed}")
+    print(f"jax {jax.__version__} on {jax.default_backend()}; {describe_fast_compile()}")
     print(header(references), flush=True)
     start = time.perf_counter()
     results = run(

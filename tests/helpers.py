@@ -6,20 +6,22 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from hypothesis import strategies as st
 
 import jaxconv
-from jaxconv._src.audit import FAST_COMPILE
+from jaxconv._src.compat import fast_compile_options
 
 lax_conv2d = jaxconv.conv2d_xla
 
-# For the sweeps, whose every example is a new program on tiny operands (see FAST_COMPILE).
-jit_fast_compile = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+
+def jit_fast_compile(fn, **jit_kwargs):
+    """`jax.jit` with the audit's fast-compile options that this XLA has: for the sweeps, whose
+    every example is a new program on tiny operands (`compat.FAST_COMPILE_CANDIDATES`)."""
+    return jax.jit(fn, compiler_options=fast_compile_options(), **jit_kwargs)
+
 
 # For the JAX processes that tests launch to read partitioned programs or to run the demo on
 # several devices and processes: XLA's backend at optimisation level 0 compiles about twice

@@ -107,9 +107,29 @@ def test_install_steps_match_ci_and_pyproject():
     # command, last.
     assert 'install --quiet -e ".[test,demo,torch,docs]"' in ci
     lines = ci.strip().splitlines()
-    assert lines[-1] == tests.split("&&")[-1].strip()
-    # The linters and the type checker run first, so a finding fails CI before the suite.
-    assert lines[-4:-1] == ["ruff check .", "ruff format --check .", "mypy"]
+    command = tests.split("&&")[-1].strip()
+    # The floor environment runs exactly the README's test command, after the linters and the
+    # type checker (a finding fails CI before the suite); the newest runs its sample last.
+    at = lines.index(command)
+    assert lines[at - 3 : at] == ["ruff check .", "ruff format --check .", "mypy"]
+    assert lines[-1] == f"{command} --sample 0.4"
+    assert ci.count("pip install --quiet -e") == 2 and ci.count("-m venv") == 2
+
+
+def test_the_sample_ci_runs_on_the_newest_jax_keeps_every_module():
+    # Collected as CI's second environment collects, without running anything.
+    fraction = float(
+        (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1].split("--sample")[1]
+    )
+    collect = [sys.executable, "-m", "pytest", "--collect-only", "-q"]
+    everything = _run([*collect, "tests"]).stdout.splitlines()
+    sample = _run([*collect, "--sample", str(fraction), "tests"]).stdout.splitlines()
+    everything = [line for line in everything if "::" in line]
+    sample = [line for line in sample if "::" in line]
+    modules = {line.split("::")[0] for line in everything}
+    assert len(modules) > 30 and {line.split("::")[0] for line in sample} == modules
+    assert set(sample) < set(everything)
+    assert 0.8 * fraction < len(sample) / len(everything) < 1.2 * fraction + 0.05
 
 
 def test_demo_command_is_the_plain_script():

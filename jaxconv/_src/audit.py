@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxconv._src.compat import fast_compile_options
 from jaxconv._src.evaluation.plan import SHALLOW_MAX_DEPTH, Plan, choose, supported
 from jaxconv._src.geometry import conv_geometry
 
@@ -35,11 +36,6 @@ GRADS = ("dX", "dW", "db")
 REFERENCES = ("naive", "lax", "fd", "torch")
 DTYPES = ("float64", "float32")
 FD_EPS = 1e-6
-
-# Every configuration is a new program on operands of a few hundred numbers, so compiling
-# dominates; XLA's older CPU emitters at optimisation level 0 compile several times faster
-# and do the same arithmetic.
-FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
 
 
 class Tolerance(NamedTuple):
@@ -377,7 +373,7 @@ def compare(
         return [_vjp(f, x, w, b, cot, kwargs) for f in refs]
 
     with jax.enable_x64(dtype == "float64"):
-        computed = jax.jit(all_vjps, compiler_options=FAST_COMPILE)(
+        computed = jax.jit(all_vjps, compiler_options=fast_compile_options())(
             *(jnp.asarray(a, dtype) for a in (x, w, b, cot))
         )
         computed = [dict(zip(GRADS, map(np.asarray, g))) for g in computed]
@@ -417,7 +413,7 @@ def _directional_derivatives(conv, kwargs, operands, directions, eps) -> list[np
         x, w, b = point
         return jnp.vdot(cot, conv(x, w, b, **kwargs))
 
-    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+    @functools.partial(jax.jit, compiler_options=fast_compile_options())
     def along(x, w, b, cot, vx, vw, vb):
         point = (x, w, b)
         out = []
