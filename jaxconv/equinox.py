@@ -1,10 +1,12 @@
-"""Equinox layers computed by jaxconv: `Conv2d` and `ConvTranspose2d`.
+"""Equinox layers computed by jaxconv: `Conv`, `Conv1d`, `Conv2d`, `Conv3d`, `ConvTranspose`,
+`ConvTranspose1d`, `ConvTranspose2d` and `ConvTranspose3d`.
 
 Each subclasses Equinox's layer of the same name, so the constructor, the initialisation
-(the same key gives the same weights), the fields and the weight layout (O, C/groups, kh, kw)
-are Equinox's own; only `__call__` differs, running `jaxconv.conv2d` /
-`jaxconv.conv_transpose2d` and so jaxconv's hand-derived gradients. As in Equinox, a layer
-takes one unbatched image (C, H, W); `jax.vmap` it over a batch.
+(the same key gives the same weights), the fields and the weight layout (O, C/groups, *k)
+are Equinox's own; only `__call__` differs, running `jaxconv.conv` /
+`jaxconv.conv_transpose{1,2,3}d` and so jaxconv's hand-derived gradients. As in Equinox, a
+layer takes one unbatched example (C, *spatial); `jax.vmap` it over a batch. `Conv` and
+`ConvTranspose` take `num_spatial_dims` 1, 2 or 3.
 
 This is the only jaxconv module that imports Equinox (`pip install equinox`); `import jaxconv`
 does not.
@@ -15,6 +17,8 @@ Examples:
   >>> conv = jaxconv.equinox.Conv2d(3, 8, 3, padding="SAME", key=jax.random.key(0))
   >>> conv.weight.shape, conv(jax.numpy.ones((3, 16, 16))).shape
   ((8, 3, 3, 3), (8, 16, 16))
+  >>> jaxconv.equinox.Conv1d(3, 8, 5, key=jax.random.key(0))(jax.numpy.ones((3, 20))).shape
+  (8, 16)
 """
 
 from __future__ import annotations
@@ -24,37 +28,54 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv._src.convolution import conv2d
-from jaxconv._src.transpose import conv_transpose2d
+from jaxconv._src.convolution import conv
+from jaxconv._src.geometry import EXAMPLE_NAMES, LAYOUTS, check_rank, spatial_form
+from jaxconv._src.transpose import conv_transpose1d, conv_transpose2d, conv_transpose3d
 
-__all__ = ["Conv2d", "ConvTranspose2d"]
+__all__ = [
+    "Conv",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "ConvTranspose",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "ConvTranspose3d",
+]
+
+_TRANSPOSED = {1: conv_transpose1d, 2: conv_transpose2d, 3: conv_transpose3d}
 
 
-def _check_unbatched(layer: str, x: jax.Array) -> None:
-    if x.ndim != 3:
+def _check_unbatched(layer, x: jax.Array) -> int:
+    """The layer's spatial rank; raises unless `x` is one example (C, *spatial)."""
+    name = type(layer).__name__
+    n = check_rank(f"jaxconv.equinox.{name}", "num_spatial_dims", layer.num_spatial_dims, ())
+    if x.ndim != n + 1:
+        shape = f"(C, {spatial_form(n)[1:-1].rstrip(',')})"
         raise ValueError(
-            f"jaxconv.equinox.{layer}: the input must be one image of shape (C, H, W), as in "
-            f"Equinox (jax.vmap the layer over a batch), got shape {tuple(x.shape)}."
+            f"jaxconv.equinox.{name}: the input must be {EXAMPLE_NAMES[n]} of shape {shape}, "
+            f"as in Equinox (jax.vmap the layer over a batch), got shape {tuple(x.shape)}."
         )
+    return n
 
 
-class Conv2d(eqx.nn.Conv2d):
-    """`equinox.nn.Conv2d`, computed by `jaxconv.conv2d`.
+class Conv(eqx.nn.Conv):
+    """`equinox.nn.Conv`, computed by `jaxconv.conv`, for `num_spatial_dims` 1, 2 or 3.
 
-    Same constructor arguments, initialisation and fields as Equinox's layer (in_channels,
-    out_channels, kernel_size, stride, padding, dilation, groups, use_bias, padding_mode,
-    dtype, key); `padding_mode` 'REFLECT', 'REPLICATE' and 'CIRCULAR' are jaxconv's
-    `padding_mode`s, which need each padding < the input size ('REFLECT') or <= it
+    Same constructor arguments, initialisation and fields as Equinox's layer (num_spatial_dims,
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, use_bias,
+    padding_mode, dtype, key); `padding_mode` 'REFLECT', 'REPLICATE' and 'CIRCULAR' are
+    jaxconv's `padding_mode`s, which need each padding < the input size ('REFLECT') or <= it
     ('CIRCULAR'), where Equinox's `jnp.pad` would wrap or reflect more than once.
     """
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        """`x` of shape (in_channels, H, W) to (out_channels, H_out, W_out); `key` is
+        """`x` of shape (in_channels, *spatial) to (out_channels, *spatial_out); `key` is
         ignored, as in Equinox."""
         del key
-        _check_unbatched("Conv2d", x)
-        bias = None if self.bias is None else self.bias.reshape(-1)  # Equinox keeps (O, 1, 1)
-        return conv2d(
+        n = _check_unbatched(self, x)
+        bias = None if self.bias is None else self.bias.reshape(-1)  # Equinox keeps (O, 1, ...)
+        return conv(
             x,
             self.weight,
             bias,
@@ -62,12 +83,31 @@ class Conv2d(eqx.nn.Conv2d):
             padding=self.padding,
             dilation=self.dilation,
             groups=self.groups,
+            layout=LAYOUTS[n][0],
             padding_mode=self.padding_mode,  # type: ignore[arg-type]  # Equinox checked it
         )
 
 
-class ConvTranspose2d(eqx.nn.ConvTranspose2d):
-    """`equinox.nn.ConvTranspose2d`, computed by `jaxconv.conv_transpose2d`.
+class Conv1d(eqx.nn.Conv1d, Conv):
+    """`equinox.nn.Conv1d`, computed by `jaxconv.conv`: `Conv` with one spatial axis."""
+
+    __call__ = Conv.__call__
+
+
+class Conv2d(eqx.nn.Conv2d, Conv):
+    """`equinox.nn.Conv2d`, computed by `jaxconv.conv`: `Conv` with two spatial axes."""
+
+    __call__ = Conv.__call__
+
+
+class Conv3d(eqx.nn.Conv3d, Conv):
+    """`equinox.nn.Conv3d`, computed by `jaxconv.conv`: `Conv` with three spatial axes."""
+
+    __call__ = Conv.__call__
+
+
+class ConvTranspose(eqx.nn.ConvTranspose):
+    """`equinox.nn.ConvTranspose`, computed by `jaxconv.conv_transpose{1,2,3}d`.
 
     Same constructor arguments, initialisation and fields as Equinox's layer (adding
     output_padding; padding_mode 'ZEROS' or 'CIRCULAR'). Equinox's convention differs from
@@ -95,7 +135,11 @@ class ConvTranspose2d(eqx.nn.ConvTranspose2d):
         """The dilated input's padding, as Equinox computes it (arXiv:1603.07285, rel. 14)."""
         pads = []
         for k, s, a, d, axis in zip(
-            self.kernel_size, self.stride, self.output_padding, self.dilation, range(2)
+            self.kernel_size,
+            self.stride,
+            self.output_padding,
+            self.dilation,
+            range(len(self.kernel_size)),
         ):
             if self.padding == "VALID":
                 lo = hi = 0
@@ -111,10 +155,10 @@ class ConvTranspose2d(eqx.nn.ConvTranspose2d):
         return tuple(pads)
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        """`x` of shape (in_channels, H, W) to (out_channels, H_out, W_out); `key` is
+        """`x` of shape (in_channels, *spatial) to (out_channels, *spatial_out); `key` is
         ignored, as in Equinox."""
         del key
-        _check_unbatched("ConvTranspose2d", x)
+        n = _check_unbatched(self, x)
         padding_t = self._padding_t()
         if self.padding_mode == "CIRCULAR":
             # As Equinox: whole strides of the padding wrap the input around, the rest pads.
@@ -122,9 +166,10 @@ class ConvTranspose2d(eqx.nn.ConvTranspose2d):
             x = jnp.pad(x, [(0, 0), *wrap], mode="wrap")
             padding_t = tuple((lo % s, hi % s) for (lo, hi), s in zip(padding_t, self.stride))
 
-        groups, (o, i, kh, kw) = self.groups, self.weight.shape
-        w = self.weight.reshape(groups, o // groups, i, kh, kw).swapaxes(1, 2)
-        w = jnp.flip(w.reshape(groups * i, o // groups, kh, kw), (2, 3))  # PyTorch's layout
+        groups, (o, i, *k) = self.groups, self.weight.shape
+        w = self.weight.reshape(groups, o // groups, i, *k).swapaxes(1, 2)
+        spatial = tuple(range(2, n + 2))
+        w = jnp.flip(w.reshape(groups * i, o // groups, *k), spatial)  # PyTorch's layout
 
         padding, output_padding, rest = [], [], []
         for (lo, hi), s, d in zip(self._crops(padding_t), self.stride, self.dilation):
@@ -139,7 +184,7 @@ class ConvTranspose2d(eqx.nn.ConvTranspose2d):
 
         bias = None if self.bias is None else self.bias.reshape(-1)
         exact = all(r == (0, 0) for r in rest)
-        y = conv_transpose2d(
+        y = _TRANSPOSED[n](
             x,
             w,
             bias if exact else None,
@@ -153,4 +198,22 @@ class ConvTranspose2d(eqx.nn.ConvTranspose2d):
             return y
         # lax.pad with negative widths cuts rows, with positive ones adds zeros.
         y = lax.pad(y, jnp.zeros((), y.dtype), [(0, 0, 0), *((-lo, -hi, 0) for lo, hi in rest)])
-        return y if bias is None else y + bias[:, None, None]
+        return y if bias is None else y + bias.reshape(-1, *(1,) * n)
+
+
+class ConvTranspose1d(eqx.nn.ConvTranspose1d, ConvTranspose):
+    """`equinox.nn.ConvTranspose1d`, computed by `jaxconv.conv_transpose1d`."""
+
+    __call__ = ConvTranspose.__call__
+
+
+class ConvTranspose2d(eqx.nn.ConvTranspose2d, ConvTranspose):
+    """`equinox.nn.ConvTranspose2d`, computed by `jaxconv.conv_transpose2d`."""
+
+    __call__ = ConvTranspose.__call__
+
+
+class ConvTranspose3d(eqx.nn.ConvTranspose3d, ConvTranspose):
+    """`equinox.nn.ConvTranspose3d`, computed by `jaxconv.conv_transpose3d`."""
+
+    __call__ = ConvTranspose.__call__

@@ -145,13 +145,13 @@ def geometry_of(x, w, cfg):
 
 
 def to_nhwc(a, layout):
-    """A batched array of `layout` as (N, H, W, C)."""
-    return a if layout == "NHWC" else jnp.transpose(a, (0, 2, 3, 1))
+    """A batched array of `layout` (any rank) channels-last: (N, *spatial, C)."""
+    return a if layout[1] != "C" else jnp.transpose(a, (0, *range(2, a.ndim), 1))
 
 
 def kernel_hwio(w, layout):
-    """A kernel of `layout` (OIHW for NCHW) as (kh, kw, C/G, O)."""
-    return w if layout == "NHWC" else jnp.transpose(w, (2, 3, 1, 0))
+    """A kernel of `layout` ((O, C/G, *k) for a channels-first one) as (*k, C/G, O)."""
+    return w if layout[1] != "C" else jnp.transpose(w, (*range(2, w.ndim), 1, 0))
 
 
 # --- Hypothesis strategies. -----------------------------------------------------------------
@@ -213,3 +213,143 @@ def winograd_configs(draw):
         batch=draw(st.integers(1, 2)), c=c, o=o, hw=tuple(hw), khw=(3, 3), groups=1, layout=layout
     )
     return shapes, o, dict(padding=padding, dilation=dilation, layout=layout)
+
+
+# --- Every rank: cases, operands, and a naive NumPy loop implementation. ----------------------
+
+LAYOUTS = {1: ("NCW", "NWC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
+lax_conv = jaxconv.conv_xla
+
+# (rank, batch, C, O, in_size, k, stride, padding, dilation, groups)
+ND_CASES = {
+    "1d-basic": (1, 2, 3, 4, (9,), (3,), 1, "VALID", 1, 1),
+    "1d-stride2-same": (1, 2, 2, 3, (10,), (4,), 2, "SAME", 1, 1),
+    "1d-same-lower-dil2-groups2": (1, 1, 4, 6, (11,), (3,), 3, "SAME_LOWER", 2, 2),
+    "1d-negative-pad": (1, 2, 2, 3, (12,), (2,), 2, ((-1, 3),), 1, 1),
+    "1d-causal-depthwise": (1, 2, 4, 4, (9,), (4,), 1, ((3, 0),), 1, 4),
+    "1d-depthwise-mult2": (1, 2, 3, 6, (8,), (3,), 2, "SAME", 2, 3),
+    "1d-kernel-fills-padded": (1, 2, 2, 2, (4,), (6,), 1, ((1, 1),), 1, 1),
+    "1d-1x1-stride3": (1, 3, 5, 2, (10,), (1,), 3, "VALID", 1, 1),
+    "1d-chunks": (1, 5, 6, 4, (13,), (3,), 1, "SAME", 2, 1),
+    "3d-basic": (3, 2, 3, 4, (5, 6, 4), (3, 2, 2), 1, "VALID", 1, 1),
+    "3d-stride-same": (3, 1, 2, 3, (6, 5, 7), (3, 3, 2), (2, 1, 3), "SAME", 1, 1),
+    "3d-dil-groups2": (3, 2, 4, 6, (7, 6, 5), (2, 2, 3), 1, ((1, 0), (2, 1), (0, 2)), (2, 1, 1), 2),
+    "3d-negative-pad": (3, 1, 2, 2, (8, 6, 6), (2, 3, 2), 2, ((-1, 1), (1, -1), (0, 0)), 1, 1),
+    "3d-depthwise": (3, 2, 3, 3, (5, 5, 6), (3, 3, 3), 1, "SAME", (1, 2, 1), 3),
+    "3d-1x1x1": (3, 2, 4, 3, (3, 4, 5), (1, 1, 1), 1, "VALID", 1, 1),
+    "3d-int-pad-stride": (3, 2, 2, 3, (5, 4, 6), (2, 2, 2), 2, 1, 1, 1),
+    "3d-chunks": (3, 5, 4, 3, (4, 5, 4), (2, 3, 2), 1, "SAME", 1, 1),
+}
+
+
+def nd_shapes(rank, batch, c, o, size, k, groups, layout):
+    """(x_shape, w_shape) in `layout` (a layout of `rank` spatial axes)."""
+    if layout[1] == "C":
+        return (batch, c, *size), (o, c // groups, *k)
+    return (batch, *size, c), (*k, c // groups, o)
+
+
+def nd_case_operands(case, channels_last=False, dtype=np.float64, seed=0):
+    """(x, w, b, config) of an ND_CASES case, in its rank's channels-first or -last layout."""
+    rank, batch, c, o, size, k, stride, padding, dilation, groups = ND_CASES[case]
+    layout = LAYOUTS[rank][channels_last]
+    x_shape, w_shape = nd_shapes(rank, batch, c, o, size, k, groups, layout)
+    x, w, b = random_operands(seed, x_shape, w_shape, o, dtype)
+    cfg = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, layout=layout)
+    return x, w, b, cfg
+
+
+def nd_geometry(x, w, cfg):
+    """The geometry of `jaxconv.conv(x, w, **cfg)`."""
+    from jaxconv._src.geometry import conv_geometry
+
+    cfg = dict(dict(stride=1, padding="VALID", dilation=1, groups=1), **cfg)
+    return conv_geometry("test", tuple(x.shape), tuple(w.shape), rank=None, **cfg)
+
+
+def _padded_positions(size, pads):
+    """For each padded position q (an index tuple), the input position it holds or None."""
+    padded = [n + lo + hi for n, (lo, hi) in zip(size, pads)]
+    for q in np.ndindex(*padded):
+        source = tuple(j - lo for j, (lo, _) in zip(q, pads))
+        inside = all(0 <= s < n for s, n in zip(source, size))
+        yield q, (source if inside else None)
+
+
+def loops(x, w, g, stride, pads, dilation, groups):
+    """Eq. 6 and its two gradients as plain loops over positions and taps, in NumPy float64,
+    channels-last: x (N, *in, C), w (*k, C/G, O), g (N, *out, O) or None.
+
+    Returns:
+      (z, dx, dw); dx and dw are None without g.
+    """
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    n, size, c = x.shape[0], x.shape[1:-1], x.shape[-1]
+    k, o = w.shape[:-2], w.shape[-1]
+    cg, og = c // groups, o // groups
+    padded = [m + lo + hi for m, (lo, hi) in zip(size, pads)]
+    x_pad = np.zeros((n, *padded, c))
+    for q, source in _padded_positions(size, pads):
+        if source is not None:
+            x_pad[(slice(None), *q)] = x[(slice(None), *source)]
+    out = [
+        max(0, (m - (dd * (kk - 1) + 1)) // s + 1)
+        for m, kk, s, dd in zip(padded, k, stride, dilation)
+    ]
+    z = np.zeros((n, *out, o))
+    dx_pad, dw = np.zeros_like(x_pad), np.zeros_like(w)
+    for p in np.ndindex(*out):
+        for t in np.ndindex(*k):
+            q = tuple(pp * s + tt * dd for pp, tt, s, dd in zip(p, t, stride, dilation))
+            for gamma in range(groups):
+                ci, oi = slice(gamma * cg, (gamma + 1) * cg), slice(gamma * og, (gamma + 1) * og)
+                patch = x_pad[(slice(None), *q, ci)]  # (N, Cg)
+                z[(slice(None), *p, oi)] += patch @ w[(*t, slice(None), oi)]
+                if g is not None:
+                    g_p = np.asarray(g, np.float64)[(slice(None), *p, oi)]  # (N, Og)
+                    dx_pad[(slice(None), *q, ci)] += g_p @ w[(*t, slice(None), oi)].T
+                    dw[(*t, slice(None), oi)] += patch.T @ g_p
+    if g is None:
+        return z, None, None
+    dx = np.zeros_like(x)
+    for q, source in _padded_positions(size, pads):
+        if source is not None:
+            dx[(slice(None), *source)] += dx_pad[(slice(None), *q)]
+    return z, dx, dw
+
+
+@st.composite
+def nd_conv_configs(draw, ranks=(1, 2, 3)):
+    """A valid configuration of a drawn rank: every padding form, stride and dilation 1–3 per
+    axis, groups, both layouts of the rank; 3-D kept small (k³ taps, one program each)."""
+    rank = draw(st.sampled_from(ranks))
+    layout = draw(st.sampled_from(LAYOUTS[rank]))
+    group_kind = draw(st.sampled_from(["one", "two", "depthwise"]))
+    c_per_group = draw(st.integers(1, 2))
+    groups = {"one": 1, "two": 2, "depthwise": draw(st.integers(2, 3))}[group_kind]
+    c = c_per_group * groups if group_kind != "depthwise" else groups
+    o = draw(st.integers(1, 2)) * groups
+    largest = 4 if rank < 3 else 2
+    k = tuple(draw(st.integers(1, largest)) for _ in range(rank))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(rank))
+    dilation = tuple(draw(st.integers(1, 3 if rank < 3 else 2)) for _ in range(rank))
+    dilated = [d * (kk - 1) + 1 for d, kk in zip(dilation, k)]
+    form = draw(st.sampled_from(["VALID", "SAME", "SAME_LOWER", "int", "tuple", "explicit"]))
+    if form == "int":
+        padding = draw(st.integers(0, 2))
+        pads = [(padding, padding)] * rank
+    elif form == "tuple":
+        padding = tuple(draw(st.integers(0, 2)) for _ in range(rank))
+        pads = [(p, p) for p in padding]
+    elif form == "explicit":
+        padding = tuple((draw(st.integers(-2, 2)), draw(st.integers(-2, 2))) for _ in range(rank))
+        pads = list(padding)
+    else:
+        padding, pads = form, [(0, 0)] * rank
+    size = []
+    for k_dil, (lo, hi) in zip(dilated, pads):
+        smallest = 1 if form.startswith("SAME") else max(1, k_dil - lo - hi, -lo - hi + 1)
+        size.append(draw(st.integers(smallest, smallest + (5 if rank < 3 else 3))))
+    batch = draw(st.integers(1, 2))
+    cfg = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, layout=layout)
+    return nd_shapes(rank, batch, c, o, tuple(size), k, groups, layout), o, cfg

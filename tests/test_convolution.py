@@ -4,12 +4,13 @@ and finite differences, under every plan that `jaxconv.supported` lists."""
 from __future__ import annotations
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
@@ -18,12 +19,17 @@ from tests.helpers import (
     ALL_CASES,
     CASES,
     CHUNK_CASES,
+    ND_CASES,
     case_operands,
     conv_configs,
     geometry_of,
     jit_fast_compile,
+    lax_conv,
     lax_conv2d,
     loss_grads,
+    nd_case_operands,
+    nd_conv_configs,
+    nd_geometry,
     random_operands,
     rel_err,
 )
@@ -389,3 +395,197 @@ def test_nan_and_inf_propagate_like_xla():
     np.testing.assert_array_equal(np.isinf(z), np.isinf(z_lax))
     finite = np.isfinite(z_lax)
     assert rel_err(np.where(finite, z, 0), np.where(finite, z_lax, 0)) <= FWD_TOL
+
+
+# --- Every rank: conv1d, conv3d and the rank-generic conv and gradient functions. ---------
+
+RANK_FUNCTIONS = {1: jaxconv.conv1d, 2: jaxconv.conv2d, 3: jaxconv.conv3d}
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("case", ND_CASES)
+def test_every_rank_matches_xla_and_reference(case, channels_last):
+    x, w, b, cfg = nd_case_operands(case, channels_last)
+    rank = x.ndim - 2
+    cot = jnp.asarray(np.random.default_rng(1).standard_normal(lax_conv(x, w, b, **cfg).shape))
+    convs = (RANK_FUNCTIONS[rank], jaxconv.conv, jaxconv.conv_reference, lax_conv)
+
+    @jit_fast_compile
+    def everything(x, w, b, cot):
+        return [(conv(x, w, b, **cfg), loss_grads(conv, x, w, b, cot, **cfg)) for conv in convs]
+
+    (z, grads), *others = everything(x, w, b, cot)
+    z_lax = others[-1][0]
+    assert z.shape == z_lax.shape and z.dtype == x.dtype
+    for conv, (z_other, grads_other) in zip(convs[1:], others):
+        assert rel_err(z, z_other) <= FWD_TOL, conv.__name__
+        for name, m, a in zip("xwb", grads, grads_other):
+            assert m.shape == a.shape and rel_err(m, a) <= GRAD_TOL, (name, conv.__name__)
+    # Eager, as users call it, under the plan "auto" picks.
+    assert rel_err(RANK_FUNCTIONS[rank](x, w, b, **cfg), z_lax) <= FWD_TOL
+
+
+@pytest.mark.parametrize("case", ["1d-stride2-same", "3d-dil-groups2"])
+def test_every_supported_plan_of_every_rank_matches_xla(case):
+    x, w, b, cfg = nd_case_operands(case)
+    plans = jaxconv.supported(nd_geometry(x, w, cfg))
+    assert len(plans) >= 5 and not any("winograd" in str(p) for p in plans)
+    cot = jnp.asarray(np.random.default_rng(2).standard_normal(lax_conv(x, w, b, **cfg).shape))
+
+    @jit_fast_compile
+    def everything(x, w, b, cot):
+        convs = [functools.partial(jaxconv.conv, plan=p) for p in plans] + [lax_conv]
+        return [(c(x, w, b, **cfg), loss_grads(c, x, w, b, cot, **cfg)) for c in convs]
+
+    *ours, (z_lax, grads_lax) = everything(x, w, b, cot)
+    for plan, (z, grads) in zip(plans, ours):
+        assert rel_err(z, z_lax) <= FWD_TOL, plan
+        for name, m, a in zip("xwb", grads, grads_lax):
+            assert rel_err(m, a) <= GRAD_TOL, (name, plan)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+@pytest.mark.parametrize("batch_axes", [0, 1])  # spatial only (one channel), or one example
+def test_unbatched_inputs_of_every_rank(rank, batch_axes):
+    case = {1: "1d-negative-pad", 3: "3d-stride-same"}[rank]
+    x, w, b, cfg = nd_case_operands(case)
+    if batch_axes == 0:
+        x, w, b = x[0, 0], w[0, 0], b[:1]
+    else:
+        x = x[0]
+    z = RANK_FUNCTIONS[rank](x, w, None if batch_axes == 0 else b, **cfg)
+    expected = lax_conv(x, w, None if batch_axes == 0 else b, **cfg)
+    assert z.shape == expected.shape and z.ndim == rank + batch_axes
+    assert rel_err(z, expected) <= FWD_TOL
+    cot = jnp.ones_like(z)
+    bias = None if batch_axes == 0 else b
+    grads = loss_grads(RANK_FUNCTIONS[rank], x, w, bias, cot, **cfg)
+    for m, a in zip(grads[:2], loss_grads(lax_conv, x, w, bias, cot, **cfg)[:2]):
+        assert m.shape == a.shape and rel_err(m, a) <= GRAD_TOL
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("case", ["1d-same-lower-dil2-groups2", "3d-negative-pad"])
+def test_generic_gradient_functions_are_the_vjp_of_xla(case, channels_last):
+    x, w, _, cfg = nd_case_operands(case, channels_last)
+    z, vjp = jax.vjp(lambda x, w: lax_conv(x, w, **cfg), x, w)
+    g = jnp.asarray(np.random.default_rng(3).standard_normal(z.shape))
+    dx, dw = vjp(g)
+    assert rel_err(jaxconv.conv_grad_input(g, w, x.shape, **cfg), dx) <= GRAD_TOL
+    assert rel_err(jaxconv.conv_grad_kernel(x, g, w.shape, **cfg), dw) <= GRAD_TOL
+    channel_axis = g.ndim - 1 if channels_last else 1
+    expected_db = jnp.sum(g, axis=tuple(a for a in range(g.ndim) if a != channel_axis))
+    assert rel_err(jaxconv.conv_grad_bias(g, layout=cfg["layout"]), expected_db) <= GRAD_TOL
+    if not channels_last:  # layout None: channels-first, the rank of the kernel
+        no_layout = {k: v for k, v in cfg.items() if k != "layout"}
+        assert rel_err(jaxconv.conv_grad_input(g, w, x.shape, **no_layout), dx) <= GRAD_TOL
+        assert rel_err(jaxconv.conv_grad_kernel(x, g, w.shape, **no_layout), dw) <= GRAD_TOL
+        assert rel_err(jaxconv.conv_grad_bias(g), expected_db) <= GRAD_TOL
+
+
+# A third of the profile's examples (40 in CI): the fixed cases above cover every rank's
+# boundary shapes; 2-D has its own sweep.
+@pytest.mark.slow
+@settings(max_examples=settings.default.max_examples // 3)
+@given(nd_conv_configs(ranks=(1, 3)), st.integers(0, 2**31 - 1))
+def test_hypothesis_one_and_three_axes_match_xla(config, seed):
+    (x_shape, w_shape), o, cfg = config
+    x, w, b = random_operands(seed, x_shape, w_shape, o)
+    cot = jnp.asarray(
+        np.random.default_rng(seed + 1).standard_normal(
+            jax.eval_shape(lambda: lax_conv(x, w, b, **cfg)).shape
+        )
+    )
+
+    @jit_fast_compile
+    def both(x, w, b, cot):
+        return [
+            (c(x, w, b, **cfg), loss_grads(c, x, w, b, cot, **cfg))
+            for c in (jaxconv.conv, lax_conv)
+        ]
+
+    (z, grads), (z_lax, grads_lax) = both(x, w, b, cot)
+    assert rel_err(z, z_lax) <= FWD_TOL
+    for name, m, a in zip("xwb", grads, grads_lax):
+        assert rel_err(m, a) <= GRAD_TOL, name
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (
+            lambda: jaxconv.conv1d(jnp.ones((2, 3, 9)), jnp.ones((4, 3, 3, 3))),
+            ValueError,
+            "so `w` must be 3-D (O, C//groups, kw)",
+        ),
+        (
+            lambda: jaxconv.conv1d(jnp.ones((2, 3, 9, 9)), jnp.ones((4, 3, 3))),
+            ValueError,
+            "`x` must be 1-D (W,), 2-D (one signal) or 3-D (a batch), got shape (2, 3, 9, 9)",
+        ),
+        (
+            lambda: jaxconv.conv3d(
+                jnp.ones((2, 3, 4, 4, 4)), jnp.ones((4, 3, 2, 2, 2)), stride=(1, 2)
+            ),
+            TypeError,
+            "`stride` must be an int or a triple of ints, got (1, 2)",
+        ),
+        (
+            lambda: jaxconv.conv3d(jnp.ones((4, 4, 4)), jnp.ones((2, 2))),
+            ValueError,
+            "so `w` must be 3-D (kd, kh, kw)",
+        ),
+        (
+            lambda: jaxconv.conv1d(jnp.ones((2, 3, 9)), jnp.ones((4, 3, 3)), padding=(1, 2)),
+            TypeError,
+            "malformed `padding` (1, 2); expected one of ('VALID', 'SAME', 'SAME_LOWER'), "
+            "an int, a tuple of one int or ((lo_w, hi_w),)",
+        ),
+        (
+            lambda: jaxconv.conv1d(jnp.ones((2, 3, 9)), jnp.ones((4, 3, 3)), layout="NCHW"),
+            ValueError,
+            "`layout` must be one of ('NCW', 'NWC') (any case), got 'NCHW'",
+        ),
+        (
+            lambda: jaxconv.conv(jnp.ones((2, 3, 9, 9, 9, 9)), jnp.ones((4, 3, 1, 1, 1, 1))),
+            ValueError,
+            "conv: `w` of shape (4, 3, 1, 1, 1, 1) has 4 spatial dimensions",
+        ),
+        (
+            lambda: jaxconv.conv(jnp.ones((2, 3)), jnp.ones((4, 3))),
+            ValueError,
+            "has 0 spatial dimensions; jaxconv computes convolutions of 1, 2 or 3",
+        ),
+        (
+            lambda: jaxconv.conv(jnp.ones((2, 9, 3)), jnp.ones((4, 3, 3)), layout="NWCX"),
+            ValueError,
+            "`layout` must be one of ('NCW', 'NWC', 'NCHW', 'NHWC', 'NCDHW', 'NDHWC')",
+        ),
+        (
+            lambda: jaxconv.conv(jnp.ones((2, 3, 9)), jnp.ones((4, 3, 3, 3)), layout="NCW"),
+            ValueError,
+            "so `w` must be 3-D (O, C//groups, kw)",
+        ),
+        (
+            lambda: jaxconv.conv3d(jnp.ones((1, 2, 4, 4, 4)), jnp.ones((3, 2, 5, 1, 1))),
+            ValueError,
+            None,
+        ),
+        (
+            lambda: jaxconv.conv_grad_kernel(jnp.ones((2, 3, 9)), jnp.ones((2, 4, 7)), 3),
+            TypeError,
+            "`w_shape` must be a tuple of ints, got 3",
+        ),
+        (
+            lambda: jaxconv.conv_grad_bias(jnp.ones((3,))),
+            ValueError,
+            "`g` of shape (3,) has -1 spatial dimensions",
+        ),
+    ],
+)
+def test_every_rank_names_bad_arguments(call, error, message):
+    if message is None:  # a kernel taller than the padded input: an empty output, as in XLA
+        assert call().shape == (1, 3, 0, 4, 4)
+        return
+    with pytest.raises(error, match=re.escape(message)):
+        call()

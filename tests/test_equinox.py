@@ -8,6 +8,7 @@ max|a − b| / max|b| ≤ 1e-5.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
@@ -196,4 +197,169 @@ def test_training_steps_match():
         final.append(trained)
     stock, ours = final
     assert type(ours.up) is jeqx.ConvTranspose2d
+    _assert_trees_close(jax.tree.leaves(ours), jax.tree.leaves(stock), "trained parameters")
+
+
+# --- One and three spatial axes, and Conv(num_spatial_dims=...). ---------------------------
+
+# (stock class, jaxconv class, positional arguments after the channels, keyword arguments,
+#  input shape of a batch of 2)
+RANK_CASES = {
+    "conv1d-same-strided-groups": (
+        eqx.nn.Conv1d,
+        jeqx.Conv1d,
+        (5,),
+        dict(stride=2, padding="SAME", groups=2),
+        (2, 4, 17),
+    ),
+    "conv1d-causal-reflect": (
+        eqx.nn.Conv1d,
+        jeqx.Conv1d,
+        (3,),
+        dict(padding=((2, 0),), padding_mode="REFLECT"),
+        (2, 4, 9),
+    ),
+    "conv3d-dilated": (
+        eqx.nn.Conv3d,
+        jeqx.Conv3d,
+        ((3, 2, 2),),
+        dict(padding=1, dilation=(1, 2, 1)),
+        (2, 4, 5, 6, 5),
+    ),
+    "conv3d-circular": (
+        eqx.nn.Conv3d,
+        jeqx.Conv3d,
+        (3,),
+        dict(padding="SAME", padding_mode="CIRCULAR"),
+        (2, 4, 4, 5, 4),
+    ),
+    "conv-num-spatial-dims-3": (
+        functools.partial(eqx.nn.Conv, 3),
+        functools.partial(jeqx.Conv, 3),
+        (2,),
+        dict(stride=2),
+        (2, 4, 5, 5, 6),
+    ),
+    "transpose1d-vocoder": (
+        eqx.nn.ConvTranspose1d,
+        jeqx.ConvTranspose1d,
+        (8,),
+        dict(stride=4, padding=2),
+        (2, 4, 5),
+    ),
+    "transpose1d-same-groups": (
+        eqx.nn.ConvTranspose1d,
+        jeqx.ConvTranspose1d,
+        (4,),
+        dict(stride=2, padding="SAME", groups=2),
+        (2, 4, 6),
+    ),
+    "transpose3d-output-padding": (
+        eqx.nn.ConvTranspose3d,
+        jeqx.ConvTranspose3d,
+        ((2, 3, 2),),
+        dict(stride=2, padding=((1, 0), (1, 1), (0, 1)), output_padding=1),
+        (2, 4, 3, 3, 2),
+    ),
+    "transpose-num-spatial-dims-1": (
+        functools.partial(eqx.nn.ConvTranspose, 1),
+        functools.partial(jeqx.ConvTranspose, 1),
+        (3,),
+        dict(stride=2, padding="SAME_LOWER"),
+        (2, 4, 7),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", RANK_CASES)
+def test_layers_of_one_and_three_axes(case):
+    stock_cls, ours_cls, args, kwargs, shape = RANK_CASES[case]
+    kwargs = dict(dtype=F32, key=jax.random.key(5), **kwargs)
+    stock, ours = stock_cls(4, 6, *args, **kwargs), ours_cls(4, 6, *args, **kwargs)
+    assert isinstance(ours, type(stock))
+    x = _normal(0, shape)
+    if not isinstance(ours_cls, functools.partial):
+        y = _compare(stock, ours, x)
+    else:  # Conv and ConvTranspose themselves: jaxconv's subclass sits between the two
+        assert type(ours).__mro__[1] is type(stock)
+        y = _compare_leaves(stock, ours, x)
+    assert y.shape == jax.vmap(stock)(x).shape
+    # jaxconv's rules run, not XLA's convolution.
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(jax.vmap(ours))(x))
+
+
+def _compare_leaves(stock, ours, x):
+    ys = [jax.vmap(layer)(x) for layer in (stock, ours)]
+    grads = [
+        jax.grad(lambda m, x: jnp.vdot(_normal(1, ys[0].shape), jax.vmap(m)(x)), (0, 1))(layer, x)
+        for layer in (stock, ours)
+    ]
+    _assert_trees_close(ys[1], ys[0], "output")
+    _assert_trees_close(jax.tree.leaves(grads[1]), jax.tree.leaves(grads[0]), "gradient")
+    return ys[1]
+
+
+@pytest.mark.parametrize(
+    "cls, shape, message",
+    [
+        (jeqx.Conv1d, (1, 2, 5), r"must be one signal of shape \(C, W\).*\(1, 2, 5\)"),
+        (jeqx.Conv3d, (2, 5, 5), r"must be one volume of shape \(C, D, H, W\).*\(2, 5, 5\)"),
+        (jeqx.ConvTranspose3d, (1, 2, 5, 5, 5), r"one volume of shape \(C, D, H, W\)"),
+    ],
+)
+def test_batched_input_of_every_rank_is_refused(cls, shape, message):
+    layer = cls(2, 3, 2, dtype=F32, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=message):
+        layer(jnp.ones(shape, F32))
+
+
+def test_conv_of_four_spatial_axes_names_the_rank():
+    layer = jeqx.Conv(4, 2, 3, 1, dtype=F32, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"`num_spatial_dims` of shape .* has 4 spatial dim"):
+        layer(jnp.ones((2, 3, 3, 3, 3), F32))
+
+
+class _Model1d(eqx.Module):
+    """A vocoder-like stack: conv → relu → transposed conv (stride 4)."""
+
+    down: eqx.nn.Conv1d
+    up: eqx.nn.ConvTranspose1d
+
+    def __init__(self, conv, transpose, key):
+        k1, k2 = jax.random.split(key)
+        self.down = conv(3, 6, 3, padding="SAME", dtype=F32, key=k1)
+        self.up = transpose(6, 2, 8, stride=4, padding=2, dtype=F32, key=k2)
+
+    def __call__(self, x):
+        return self.up(jax.nn.relu(self.down(x)))
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_training_steps_of_one_and_three_axes_match(rank):
+    if rank == 1:
+        model_cls, shape = _Model1d, (4, 3, 16)
+        classes = ((eqx.nn.Conv1d, eqx.nn.ConvTranspose1d), (jeqx.Conv1d, jeqx.ConvTranspose1d))
+    else:
+        model_cls, shape = _Model, (2, 3, 4, 6, 4)
+        classes = ((eqx.nn.Conv3d, eqx.nn.ConvTranspose3d), (jeqx.Conv3d, jeqx.ConvTranspose3d))
+    x = _normal(0, shape)
+    tx = optax.sgd(0.05, momentum=0.9)
+    final = []
+    for conv, transpose in classes:
+        model = model_cls(conv, transpose, jax.random.key(0))
+        target = _normal(1, jax.vmap(model)(x).shape)
+
+        @jit_fast_compile
+        def step(model, state, target=target):
+            grads = jax.grad(lambda m: jnp.mean((jax.vmap(m)(x) - target) ** 2))(model)
+            updates, state = tx.update(grads, state, model)
+            return eqx.apply_updates(model, updates), state
+
+        trained, state = model, tx.init(model)
+        for _ in range(3):
+            trained, state = step(trained, state)
+        assert rel_err(trained.down.weight, model.down.weight) > 1e-3  # it did train
+        final.append(trained)
+    stock, ours = final
+    assert type(ours.up) is classes[1][1]
     _assert_trees_close(jax.tree.leaves(ours), jax.tree.leaves(stock), "trained parameters")

@@ -95,13 +95,37 @@ def test_nnx_conv_unbatched_and_extra_batch_dimensions():
         assert rel_err(ours(x), layer(x)) <= TOL
 
 
-@pytest.mark.parametrize("kernel_size, shape", [((3,), (2, 9, 4)), ((3, 3, 3), (2, 5, 5, 5, 4))])
-def test_nnx_conv_other_ranks_raise_a_clear_error(kernel_size, shape):
-    layer = nnx.Conv(
-        4, 6, kernel_size, rngs=nnx.Rngs(0), conv_general_dilated=jaxconv.conv_general_dilated
-    )
-    with pytest.raises(ValueError, match=r"`lhs` must be 4-D \(two spatial dimensions"):
-        layer(jnp.ones(shape, F32))
+# (kernel_size, input shape, nnx.Conv keyword arguments) of one and three spatial axes: flax's
+# int kernel_size (1-D), its CAUSAL padding (flax pads, then passes VALID), groups, dilations.
+NNX_RANK_CASES = {
+    "1d-causal": (5, (2, 17, 4), dict(padding="CAUSAL")),
+    "1d-strided-depthwise": (
+        (4,),
+        (2, 16, 4),
+        dict(padding="SAME", strides=2, feature_group_count=4),
+    ),
+    "1d-dilated-explicit": ((3,), (3, 12, 4), dict(padding=((2, 1),), kernel_dilation=2)),
+    "3d-same": ((3, 3, 3), (2, 5, 6, 5, 4), dict(padding="SAME")),
+    "3d-groups-dilated": (
+        (2, 3, 2),
+        (1, 6, 5, 6, 4),
+        dict(padding=((1, 0), (1, 1), (0, 1)), kernel_dilation=(1, 2, 1), feature_group_count=2),
+    ),
+    "3d-strided-circular": (
+        (3, 2, 2),
+        (2, 4, 5, 6, 4),
+        dict(padding="CIRCULAR", strides=(1, 2, 2)),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", NNX_RANK_CASES)
+def test_nnx_conv_of_one_and_three_axes(case):
+    kernel_size, shape, kwargs = NNX_RANK_CASES[case]
+    make = lambda **extra: nnx.Conv(4, 8, kernel_size, rngs=nnx.Rngs(0), **kwargs, **extra)  # noqa: E731
+    stock, ours = make(), make(conv_general_dilated=jaxconv.conv_general_dilated)
+    y = _compare_nnx(stock, ours, _normal(0, shape))
+    assert y.ndim == len(shape)
 
 
 # nnx.ConvTranspose(...) keyword arguments; the layer calls lax.conv_transpose itself.
@@ -118,13 +142,14 @@ NNX_TRANSPOSE_CASES = {
 
 def _jaxconv_conv_transpose(layer, x):
     """What `layer(x)` computes (flax's non-CIRCULAR path), by `jaxconv.conv_transpose`."""
-    pair = lambda v: (1, 1) if v is None else (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    n = x.ndim - 2
+    per_axis = lambda v: (1,) * n if v is None else (v,) * n if isinstance(v, int) else tuple(v)  # noqa: E731
     y = jaxconv.conv_transpose(
         x,
         layer.kernel[...],
-        pair(layer.strides),
+        per_axis(layer.strides),
         layer.padding,
-        rhs_dilation=pair(layer.kernel_dilation),
+        rhs_dilation=per_axis(layer.kernel_dilation),
         transpose_kernel=layer.transpose_kernel,
         precision=layer.precision,
     )
@@ -144,6 +169,20 @@ def test_nnx_conv_transpose_by_jaxconv_conv_transpose(case):
     kwargs = NNX_TRANSPOSE_CASES[case]
     make = lambda cls: cls(4, 6, (3, 2), rngs=nnx.Rngs(0), **kwargs)  # noqa: E731
     _compare_nnx(make(nnx.ConvTranspose), make(_Transpose), _normal(0, (2, 5, 4, 4)))
+
+
+@pytest.mark.parametrize(
+    "kernel_size, shape, kwargs",
+    [
+        ((4,), (2, 7, 4), dict(strides=4, padding="SAME")),  # an upsampling vocoder layer
+        ((3,), (2, 6, 4), dict(strides=2, padding="VALID", transpose_kernel=True)),
+        ((3, 2, 3), (1, 3, 4, 3, 4), dict(strides=2, padding="SAME")),
+        ((2, 2, 2), (2, 3, 3, 2, 4), dict(strides=(1, 2, 2), padding=((1, 0), (0, 1), (1, 1)))),
+    ],
+)
+def test_nnx_conv_transpose_of_one_and_three_axes(kernel_size, shape, kwargs):
+    make = lambda cls: cls(4, 6, kernel_size, rngs=nnx.Rngs(0), **kwargs)  # noqa: E731
+    _compare_nnx(make(nnx.ConvTranspose), make(_Transpose), _normal(0, shape))
 
 
 class _NnxModel(nnx.Module):
@@ -176,14 +215,48 @@ def _train(loss, params, steps=3):
     return params
 
 
-def test_nnx_training_steps_match():
-    x, target = _normal(0, (4, 8, 8, 3)), _normal(1, (4, 8, 8, 2))
+class _NnxModel1d(nnx.Module):
+    """A 1-D sequence model's layers: causal depthwise conv → pointwise conv → upsampling
+    transposed conv (stride 2)."""
+
+    def __init__(self, jaxconv_layers: bool, rngs: nnx.Rngs):
+        extra = dict(conv_general_dilated=jaxconv.conv_general_dilated) if jaxconv_layers else {}
+        self.short = nnx.Conv(3, 3, 4, padding="CAUSAL", feature_group_count=3, rngs=rngs, **extra)
+        self.mix = nnx.Conv(3, 6, 1, rngs=rngs, **extra)
+        transpose = _Transpose if jaxconv_layers else nnx.ConvTranspose
+        self.up = transpose(6, 2, (4,), strides=2, padding="SAME", rngs=rngs)
+
+    def __call__(self, x):
+        return self.up(jax.nn.relu(self.mix(self.short(x))))
+
+
+class _NnxModel3d(nnx.Module):
+    """A 3-D encoder-decoder: conv (stride 2) → relu → transposed conv (stride 2)."""
+
+    def __init__(self, jaxconv_layers: bool, rngs: nnx.Rngs):
+        extra = dict(conv_general_dilated=jaxconv.conv_general_dilated) if jaxconv_layers else {}
+        self.down = nnx.Conv(3, 4, (3, 3, 3), strides=2, padding="SAME", rngs=rngs, **extra)
+        transpose = _Transpose if jaxconv_layers else nnx.ConvTranspose
+        self.up = transpose(4, 2, (2, 2, 2), strides=2, padding="SAME", rngs=rngs)
+
+    def __call__(self, x):
+        return self.up(jax.nn.relu(self.down(x)))
+
+
+@pytest.mark.parametrize(
+    "model, shape",
+    [(_NnxModel, (4, 8, 8, 3)), (_NnxModel1d, (4, 16, 3)), (_NnxModel3d, (2, 4, 6, 4, 3))],
+)
+def test_nnx_training_steps_match(model, shape):
+    x = _normal(0, shape)
+    target = _normal(1, model(False, nnx.Rngs(0))(x).shape)
     final = []
     for jaxconv_layers in (False, True):
-        graph, params = nnx.split(_NnxModel(jaxconv_layers, nnx.Rngs(0)))
+        graph, params = nnx.split(model(jaxconv_layers, nnx.Rngs(0)))
         loss = lambda p, graph=graph: jnp.mean((nnx.merge(graph, p)(x) - target) ** 2)  # noqa: E731
         trained = _train(loss, params)
-        assert rel_err(trained["down"]["kernel"][...], params["down"]["kernel"][...]) > 1e-3
+        first = next(iter(params))  # the first layer's kernel moved: it did train
+        assert rel_err(trained[first]["kernel"][...], params[first]["kernel"][...]) > 1e-3
         final.append(trained)
     _assert_trees_close(final[1], final[0], "trained parameters")
 
@@ -226,6 +299,34 @@ class _LinenModel(linen.Module):
     def __call__(self, x):
         x = linen.Conv(6, (3, 3), strides=2, padding="SAME", **self.hook)(x)
         return linen.Conv(2, (3, 3), padding="CIRCULAR", **self.hook)(jax.nn.relu(x))
+
+
+@pytest.mark.parametrize(
+    "kernel_size, shape, padding",
+    [
+        (3, (2, 11, 4), "CAUSAL"),
+        ((3,), (2, 11, 4), ((1, 2),)),
+        ((2, 3, 3), (2, 4, 6, 5, 4), "SAME"),
+    ],
+)
+def test_linen_conv_of_one_and_three_axes(kernel_size, shape, padding):
+    kwargs = dict(features=6, kernel_size=kernel_size, padding=padding, feature_group_count=2)
+    stock = linen.Conv(**kwargs)
+    ours = linen.Conv(**kwargs, conv_general_dilated=jaxconv.conv_general_dilated)
+    x = _normal(0, shape)
+    params = stock.init(jax.random.key(0), x)
+
+    @jit_fast_compile
+    def both(params, x):
+        out = []
+        for module in (stock, ours):
+            y, vjp = jax.vjp(lambda p, x, module=module: module.apply(p, x), params, x)
+            out.append((y, *vjp(_normal(1, y.shape))))
+        return out
+
+    (y_stock, *d_stock), (y_ours, *d_ours) = both(params, x)
+    _assert_trees_close(y_ours, y_stock, "output")
+    _assert_trees_close(d_ours, d_stock, "gradient")
 
 
 def test_linen_training_steps_match():

@@ -3,7 +3,9 @@ accepts; chunked equals unchunked; a plan runs exactly the form it names."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -26,12 +28,15 @@ from jaxconv._src.geometry import conv_geometry
 from tests.helpers import (
     ALL_CASES,
     CHUNK_CASES,
+    ND_CASES,
     case_operands,
     geometry_of,
     jit_fast_compile,
     kernel_hwio,
     lax_conv2d,
     loss_grads,
+    nd_case_operands,
+    nd_geometry,
     random_operands,
     rel_err,
     to_nhwc,
@@ -288,3 +293,69 @@ def test_every_form_with_an_input_dilation_equals_the_plain_rule(case, layout):
     forms, plain = _forms_and_rules(geom, tuple(accepted))(x, w, _cotangent(geom, layout))
     for (name, form), value in forms.items():
         assert rel_err(value, plain[name]) <= TOL, (name, form)
+
+
+# --- Every rank. ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("case", ND_CASES)
+def test_every_form_of_every_rank_equals_the_plain_rule(case, channels_last):
+    x, w, _, cfg = nd_case_operands(case, channels_last)
+    geom = nd_geometry(x, w, cfg)
+    accepted = _accepted(geom)
+    assert not any(form == "winograd" for _, form in accepted)  # Winograd is 2-D
+    assert ("forward", "fused") in accepted and ("grad_kernel", "gemm-taps") in accepted
+    forms, plain = _forms_and_rules(geom, tuple(accepted))(
+        x, kernel_hwio(w, cfg["layout"]), _cotangent(geom, cfg["layout"])
+    )
+    for (name, form), value in forms.items():
+        assert value.shape == plain[name].shape, (name, form)
+        assert rel_err(value, plain[name]) <= TOL, (name, form)
+
+
+@pytest.mark.parametrize("fold", [1, 2, 3, 4])
+@pytest.mark.parametrize("case", ["1d-stride2-same", "stride2-same", "3d-dil-groups2"])
+def test_gemm_rows_fold_any_number_of_kernel_axes(case, fold):
+    # fold = 1: a kernel row per GEMM; 2: a (kh, kw) plane in 3-D; at least the rank: every tap.
+    if case in ND_CASES:
+        x, w, _, cfg = nd_case_operands(case, channels_last=True)
+        geom = nd_geometry(x, w, cfg)
+    else:
+        x, w, _, cfg = case_operands(case, "NHWC")
+        geom = geometry_of(x, w, cfg)
+    plan = Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel="gemm-rows")
+    folded = dataclasses.replace(plan, fold_axes=fold)
+    g = _cotangent(geom, "NHWC")
+    rows = gemm.kernel_rows(geom, fold)
+    assert len(rows) == math.prod(geom.kernel_size[: max(0, geom.spatial_rank - fold)])
+    assert [tap for _, taps in rows for tap in taps] == rules.taps(geom)
+    for name in PASSES:
+        got, plain = _run(name, x, w, g, geom, folded), _plain(name, x, w, g, geom)
+        assert rel_err(got, plain) <= TOL, name
+    jaxpr = str(jax.make_jaxpr(lambda x, w: evaluate.forward(x, w, geom, folded))(x, w))
+    assert jaxpr.count("dot_general") == len(rows)  # one GEMM per row, over its folded taps
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("case", ["1d-chunks", "3d-chunks"])
+def test_chunked_equals_unchunked_in_every_rank(case, channels_last):
+    x, w, _, cfg = nd_case_operands(case, channels_last)
+    geom = nd_geometry(x, w, cfg)
+    w_hwio, g = kernel_hwio(w, cfg["layout"]), _cotangent(geom, cfg["layout"])
+
+    @jit_fast_compile
+    def both(x, w, g):
+        out = {}
+        for name, form in _accepted(geom):
+            whole = Plan(**{name: form})
+            for as_state in (False, True) if name == "forward" else (False,):
+                chunked = _chunked(whole, 2, as_state)
+                out[name, form, as_state] = (
+                    _run(name, x, w, g, geom, chunked),
+                    _run(name, x, w, g, geom, whole),
+                )
+        return out
+
+    for key, (chunked, whole) in both(x, w_hwio, g).items():
+        assert rel_err(chunked, whole) <= TOL, key

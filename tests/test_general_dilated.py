@@ -257,37 +257,45 @@ def test_where_it_cannot_follow_lax_the_error_names_the_argument(kwargs, error, 
         jaxconv.conv_general_dilated(**args)
 
 
+SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
+
+
 @st.composite
-def _calls(draw):
-    """A valid call: any dimension numbers, input and kernel dilation, strides, explicit or
-    string padding, feature or batch groups."""
+def _calls(draw, ranks=(2,)):
+    """A valid call of a rank drawn from `ranks`: any dimension numbers, input and kernel
+    dilation, strides, explicit or string padding, feature or batch groups."""
+    rank = draw(st.sampled_from(ranks))
+    letters = SPATIAL[rank]
     perm = lambda s: "".join(draw(st.permutations(s)))  # noqa: E731
-    dims = (perm("NCHW"), perm("OIHW"), perm("NCHW"))
+    dims = (perm("NC" + letters), perm("OI" + letters), perm("NC" + letters))
     kind = draw(st.sampled_from(["plain", "features", "batch"]))
     groups = 1 if kind == "plain" else draw(st.integers(2, 3))
     n = groups * draw(st.integers(1, 2)) if kind == "batch" else draw(st.integers(1, 3))
     c_per_group = draw(st.integers(1, 3))
     c = c_per_group * (groups if kind == "features" else 1)
     o = groups * draw(st.integers(1, 2))
-    khw = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    lhs_dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    rhs_dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    hw = (draw(st.integers(1, 6)), draw(st.integers(1, 6)))
-    if lhs_dilation == (1, 1) and draw(st.booleans()):
+    small = rank == 3  # k³ taps: each example is a program of its own
+    khw = tuple(draw(st.integers(1, 2 if small else 3)) for _ in range(rank))
+    lhs_dilation = tuple(draw(st.integers(1, 2 if small else 3)) for _ in range(rank))
+    rhs_dilation = tuple(draw(st.integers(1, 2)) for _ in range(rank))
+    strides = tuple(draw(st.integers(1, 3)) for _ in range(rank))
+    hw = tuple(draw(st.integers(1, 4 if small else 6)) for _ in range(rank))
+    if lhs_dilation == (1,) * rank and draw(st.booleans()):
         padding = draw(st.sampled_from(["VALID", "SAME", "SAME_LOWER"]))
     else:
-        padding = [(draw(st.integers(-1, 3)), draw(st.integers(-1, 3))) for _ in range(2)]
-    # The padded, dilated input must hold the dilated kernel at least once.
-    for axis in range(2):
+        padding = [(draw(st.integers(-1, 3)), draw(st.integers(-1, 3))) for _ in range(rank)]
+    # Per-axis arguments follow the kernel's order of the spatial letters (as lax pairs them);
+    # the padded, dilated input must hold the dilated kernel at least once.
+    order = [letter for letter in dims[1] if letter in letters]
+    for axis in range(rank):
         if isinstance(padding, str):
             break
         need = rhs_dilation[axis] * (khw[axis] - 1) + 1 - sum(padding[axis])
         dilated = (hw[axis] - 1) * lhs_dilation[axis] + 1
         if dilated < need:
             padding[axis] = (padding[axis][0] + need - dilated, padding[axis][1])
-    sizes = dict(N=n, C=c, H=hw[0], W=hw[1])
-    kernel = dict(O=o, I=c_per_group, H=khw[0], W=khw[1])
+    sizes = dict(N=n, C=c, **dict(zip(order, hw)))
+    kernel = dict(O=o, I=c_per_group, **dict(zip(order, khw)))
     return (
         _shape(dims[0], sizes),
         _shape(dims[1], kernel),
@@ -342,3 +350,54 @@ def test_every_supported_plan_matches_lax():
     expected = lax.conv_general_dilated(lhs, rhs, **kwargs)
     for plan in plans:
         assert rel_err(jaxconv.conv_general_dilated(lhs, rhs, plan=plan, **kwargs), expected) <= TOL
+
+
+# --- One and three spatial dimensions. ------------------------------------------------------
+
+ND_DIMENSION_NUMBERS = [
+    None,
+    ("NWC", "WIO", "NWC"),
+    ("NCW", "WIO", "NWC"),  # mixed
+    ("WNC", "OWI", "CWN"),
+    ("NCDHW", "OIDHW", "NCDHW"),
+    ("NDHWC", "DHWIO", "NDHWC"),
+    ("NDHWC", "OIDHW", "NCDHW"),  # mixed
+    ("CDWHN", "IOWHD", "WNDCH"),  # spatial axes in the kernel's order (W, H, D here)
+]
+
+
+@pytest.mark.parametrize("dims", ND_DIMENSION_NUMBERS)
+@pytest.mark.parametrize("groups", ["features", "batch"])
+def test_dimension_numbers_and_groups_of_one_and_three_axes(dims, groups):
+    rank = 1 if dims is None or len(dims[0]) == 3 else 3
+    specs = dims or ("NCW", "OIW", "NCW")
+    letters = SPATIAL[rank]
+    rng = np.random.default_rng(rank)
+    size = dict(zip(letters, (5, 6, 4)[-rank:] if rank == 3 else (11,)))
+    k = dict(zip(letters, (2, 3, 2)[-rank:] if rank == 3 else (3,)))
+    n, c, o = (4, 3, 4) if groups == "batch" else (2, 4, 6)
+    lhs = jnp.asarray(rng.standard_normal(_shape(specs[0], dict(N=n, C=c, **size))))
+    i = c if groups == "batch" else c // 2
+    rhs = jnp.asarray(rng.standard_normal(_shape(specs[1], dict(O=o, I=i, **k))))
+    _assert_matches_lax(
+        lhs,
+        rhs,
+        window_strides=(2,) * rank,
+        padding=[(1, 2)] * rank,
+        lhs_dilation=(1,) * (rank - 1) + (2,),
+        rhs_dilation=(2,) + (1,) * (rank - 1),
+        dimension_numbers=dims,
+        feature_group_count=2 if groups == "features" else 1,
+        batch_group_count=2 if groups == "batch" else 1,
+    )
+
+
+# A third of the profile's examples (40 in CI), as for the rules' sweep of every rank.
+@pytest.mark.slow
+@settings(max_examples=settings.default.max_examples // 3)
+@given(_calls(ranks=(1, 3)), st.integers(0, 2**31 - 1))
+def test_hypothesis_one_and_three_axes_match_lax(call, seed):
+    lhs_shape, rhs_shape, kwargs = call
+    rng = np.random.default_rng(seed)
+    lhs, rhs = (jnp.asarray(rng.standard_normal(s)) for s in (lhs_shape, rhs_shape))
+    _assert_matches_lax(lhs, rhs, cot_seed=seed, **kwargs)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import jaxconv
 from jaxconv._src import geometry as geo
 from jaxconv._src import padding_modes as pm
-from tests.helpers import jit_fast_compile, operand_shapes, rel_err, value_and_grads
+from tests.helpers import LAYOUTS, jit_fast_compile, operand_shapes, rel_err, value_and_grads
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -383,3 +383,61 @@ def test_hypothesis_sweep_matches_torch(geometry, one_hot, data):
     cot = np.random.default_rng(seed + 1).standard_normal(_out_shape(x, w, cfg))
     [(z, grads)] = _jaxconv_and_reference(x, w, b, cot, cfg_items, reference=False)
     _check_against_torch(x, w, b, cot, cfg, z, grads)
+
+
+# --- One and three spatial axes. -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "rank, size, k, padding, channels_last",
+    [
+        (1, (7,), (3,), 2, False),
+        (1, (6,), (4,), ((3, 0),), True),  # a causal border
+        (3, (4, 5, 3), (3, 2, 2), (1, 2, 1), False),
+        (3, (3, 4, 4), (2, 3, 3), ((1, 0), (2, 1), (0, 2)), True),
+    ],
+)
+def test_modes_of_one_and_three_axes_match_naive_padding_and_torch(
+    rank, size, k, padding, channels_last, mode
+):
+    layout = LAYOUTS[rank][channels_last]
+    rng = np.random.default_rng(rank)
+    x_cf = rng.standard_normal((2, 3, *size))
+    w_cf = rng.standard_normal((4, 3, *k))
+    pads = geo.resolve_padding("t", padding, size, k, (1,) * rank)
+    padded = naive_pad(x_cf, pads, mode, range(2, rank + 2))
+    expected = F.conv1d if rank == 1 else F.conv3d
+    z_torch = expected(torch.tensor(padded), torch.tensor(w_cf)).numpy()
+    move = (0, *range(2, rank + 2), 1)
+    x = x_cf.transpose(move) if channels_last else x_cf
+    w = w_cf.transpose((*range(2, rank + 2), 1, 0)) if channels_last else w_cf
+    fn = {1: jaxconv.conv1d, 3: jaxconv.conv3d}[rank]
+    cfg = dict(padding=padding, layout=layout, padding_mode=mode)
+    cot = rng.standard_normal(z_torch.shape)
+    cot = jnp.asarray(cot.transpose(move) if channels_last else cot)
+    reference = functools.partial(jaxconv.conv_reference, **cfg)
+
+    @jit_fast_compile
+    def both(x, w):
+        return [
+            (conv(x, w), jax.grad(lambda x, w, c=conv: jnp.vdot(cot, c(x, w)), (0, 1))(x, w))
+            for conv in (functools.partial(fn, **cfg), reference)
+        ]
+
+    (z, grads), (_, naive) = both(jnp.asarray(x), jnp.asarray(w))
+    assert rel_err(z, z_torch.transpose(move) if channels_last else z_torch) <= FWD_TOL
+    for ours, expected in zip(grads, naive):
+        assert rel_err(ours, expected) <= GRAD_TOL
+
+
+def test_modes_of_every_rank_check_the_padding_per_axis():
+    with pytest.raises(
+        ValueError, match=r"'reflect' needs padding smaller .* depth padding \(3, 3\)"
+    ):
+        jaxconv.conv3d(
+            jnp.ones((1, 1, 3, 5, 5)),
+            jnp.ones((1, 1, 1, 1, 1)),
+            padding=(3, 1, 1),
+            padding_mode="reflect",
+        )

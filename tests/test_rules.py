@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax import lax
 
@@ -17,11 +17,18 @@ from jaxconv._src import rules
 from jaxconv._src.geometry import conv_geometry
 from tests.helpers import (
     ALL_CASES,
+    LAYOUTS,
+    ND_CASES,
     case_operands,
     conv_configs,
     geometry_of,
     jit_fast_compile,
+    lax_conv,
     lax_conv2d,
+    loops,
+    nd_case_operands,
+    nd_conv_configs,
+    nd_geometry,
     random_operands,
     rel_err,
 )
@@ -222,3 +229,160 @@ def test_rules_with_an_input_dilation_match_vjp_of_xla(input_dilation):
     assert rel_err(rules.forward(x, w, geom), z) <= TOL
     assert rel_err(rules.grad_input(g, w, geom), dx) <= TOL
     assert rel_err(rules.grad_kernel(x, g, geom), dw) <= TOL
+
+
+# --- Every rank: the same rules for 1, 2 and 3 spatial axes. --------------------------------
+
+
+def test_one_dimensional_example_by_hand():
+    # x = (0, 1, 2, 3), w = (1, 2): z_r = x_r + 2·x_{r+1} = (2, 5, 8). With g = ones:
+    # ∂L/∂w_a = Σ_r x_{r+a} = (0+1+2, 1+2+3) = (3, 6); ∂L/∂x_j = Σ_a w_a [0 <= j − a < 3]
+    # = (1, 1 + 2, 1 + 2, 2) = (1, 3, 3, 2).
+    x = jnp.arange(4.0).reshape(1, 4, 1)
+    w = jnp.array([1.0, 2.0]).reshape(2, 1, 1)
+    geom = nd_geometry(x, w, dict(layout="NWC"))
+    np.testing.assert_array_equal(rules.forward(x, w, geom)[0, :, 0], [2, 5, 8])
+    g = jnp.ones((1, 3, 1))
+    np.testing.assert_array_equal(rules.grad_kernel(x, g, geom)[:, 0, 0], [3, 6])
+    np.testing.assert_array_equal(rules.grad_input(g, w, geom)[0, :, 0], [1, 3, 3, 2])
+
+
+def test_three_dimensional_example_by_hand():
+    # x[i, j, l] = 4·(2i + j) + l on a 2×2×4 grid, a 2×2×2 kernel of ones, stride 2 along the
+    # last axis: one output depth and row, z_c = Σ_{a,b,e} x[a, b, 2c + e]
+    # = Σ_{a,b} (8(2a + b) + 4c + 1) = 8·6 + 16c + 4 = (52, 68). With g = ones,
+    # ∂L/∂w[a, b, e] = Σ_c x[a, b, 2c + e] = 8(2a + b) + 2e + 2.
+    x = jnp.arange(16.0).reshape(1, 2, 2, 4, 1)
+    w = jnp.ones((2, 2, 2, 1, 1))
+    geom = nd_geometry(x, w, dict(stride=(1, 1, 2), layout="NDHWC"))
+    assert geom.out_size == (1, 1, 2)
+    np.testing.assert_array_equal(rules.forward(x, w, geom)[0, 0, 0, :, 0], [52, 68])
+    dw = rules.grad_kernel(x, jnp.ones((1, 1, 1, 2, 1)), geom)[..., 0, 0]
+    a, b, e = np.meshgrid(*map(np.arange, (2, 2, 2)), indexing="ij")
+    np.testing.assert_array_equal(dw, 8 * (2 * a + b) + 2 * e + 2)
+
+
+@functools.cache
+def _rules_and_xla_nd(geom):
+    """`_rules_and_xla` for any rank: the rules and `jax.vjp` of lax, channels-last."""
+    cfg = dict(
+        stride=geom.stride,
+        padding=geom.padding,
+        dilation=geom.dilation,
+        groups=geom.groups,
+        layout=geom.layout,
+    )
+
+    @jit_fast_compile
+    def both(x, w, g):
+        z, vjp = jax.vjp(lambda x, w: lax_conv(x, w, **cfg), x, w)
+        ours = (
+            rules.forward(x, w, geom),
+            rules.grad_input(g, w, geom),
+            rules.grad_kernel(x, g, geom),
+            rules.grad_bias(g),
+        )
+        return ours, (z, *vjp(g), jnp.sum(g, axis=tuple(range(g.ndim - 1))))
+
+    return both
+
+
+def _channels_last_operands(case, seed=0):
+    x, w, _, cfg = nd_case_operands(case, channels_last=True, seed=seed)
+    return x, w, nd_geometry(x, w, cfg)
+
+
+def _assert_nd_rules_match_xla(x, w, geom, seed=1, rules_=rules):
+    z_shape = (geom.batch, *geom.out_size, geom.out_channels)
+    g = jnp.asarray(np.random.default_rng(seed).standard_normal(z_shape))
+    if rules_ is rules:
+        ours, xla = _rules_and_xla_nd(geom)(x, w, g)
+    else:  # a mutant of the rules, traced op by op
+        ours = (rules_.forward(x, w, geom), rules_.grad_input(g, w, geom))
+        ours += (rules_.grad_kernel(x, g, geom), rules.grad_bias(g))
+        xla = _rules_and_xla_nd(geom)(x, w, g)[1]
+    for name, a, e in zip(("Z", "dX", "dW", "db"), ours, xla):
+        assert a.shape == e.shape and a.dtype == e.dtype, name
+        assert rel_err(a, e) <= TOL, name
+
+
+@pytest.mark.parametrize("case", ND_CASES)
+def test_rules_of_every_rank_match_vjp_of_xla(case):
+    _assert_nd_rules_match_xla(*_channels_last_operands(case))
+
+
+@pytest.mark.parametrize("case", [c for c in ND_CASES if not c.endswith("chunks")])
+def test_rules_of_one_and_three_axes_equal_naive_loops(case):
+    x, w, geom = _channels_last_operands(case, seed=4)
+    z_shape = (geom.batch, *geom.out_size, geom.out_channels)
+    g = np.random.default_rng(5).standard_normal(z_shape)
+    z, dx, dw = loops(x, w, g, geom.stride, geom.padding, geom.dilation, geom.groups)
+    assert rel_err(rules.forward(x, w, geom), z) <= TOL
+    assert rel_err(rules.grad_input(jnp.asarray(g), w, geom), dx) <= TOL
+    assert rel_err(rules.grad_kernel(x, jnp.asarray(g), geom), dw) <= TOL
+
+
+# A third of the profile's examples (40 in CI): a 3-D draw compiles its k³ taps; the fixed
+# cases above cover the boundary shapes of every rank.
+@pytest.mark.slow
+@settings(max_examples=settings.default.max_examples // 3)
+@given(nd_conv_configs(), st.integers(0, 2**31 - 1))
+def test_hypothesis_rules_of_a_drawn_rank_match_vjp_of_xla(config, seed):
+    (x_shape, w_shape), o, cfg = config
+    layout = LAYOUTS[len(x_shape) - 2][1]  # the rules are channels-last: the same sizes, moved
+    if cfg["layout"] != layout:
+        x_shape = (x_shape[0], *x_shape[2:], x_shape[1])
+        w_shape = (*w_shape[2:], w_shape[1], w_shape[0])
+    x, w, _ = random_operands(seed, x_shape, w_shape, o, bias=False)
+    _assert_nd_rules_match_xla(x, w, nd_geometry(x, w, dict(cfg, layout=layout)), seed + 1)
+
+
+@pytest.mark.parametrize("case", ["1d-basic", "3d-dil-groups2"])
+def test_adjoint_identities_of_every_rank(case):
+    x, w, geom = _channels_last_operands(case, seed=2)
+    z = rules.forward(x, w, geom)
+    g = jnp.asarray(np.random.default_rng(3).standard_normal(z.shape))
+    scale = jnp.linalg.norm(g) * jnp.linalg.norm(z)
+    assert abs(jnp.vdot(g, z) - jnp.vdot(rules.grad_input(g, w, geom), x)) <= TOL * scale
+    assert abs(jnp.vdot(g, z) - jnp.vdot(rules.grad_kernel(x, g, geom), w)) <= TOL * scale
+
+
+def _dropped_last_tap(w):
+    """The kernel with its last tap zero: what each rule computes if its sum skips that tap."""
+    return w.at[(-1,) * (w.ndim - 2)].set(0)
+
+
+def _tap_axes_swapped(w):
+    """The kernel read along the wrong axes: its last two spatial axes exchanged (in 1-D, its
+    one axis mirrored: a convolution where the rule is a correlation)."""
+    return jnp.flip(w, 0) if w.ndim == 3 else jnp.swapaxes(w, w.ndim - 4, w.ndim - 3)
+
+
+class _Mutant:
+    """rules.py's rules with one mistake: `mistake` applied to the kernel each rule reads
+    (forward, ∂L/∂X) or to the kernel gradient it returns."""
+
+    def __init__(self, mistake):
+        self.forward = lambda x, w, geom: rules.forward(x, mistake(w), geom)
+        self.grad_input = lambda g, w, geom: rules.grad_input(g, mistake(w), geom)
+        self.grad_kernel = lambda x, g, geom: mistake(rules.grad_kernel(x, g, geom))
+
+
+@pytest.mark.parametrize("mistake", [_dropped_last_tap, _tap_axes_swapped])
+@pytest.mark.parametrize("case", ["1d-basic", "basic", "3d-basic"])
+def test_a_dropped_tap_or_a_wrong_axis_fails_in_every_rank(case, mistake):
+    # The checks above are not blind: the rules with one tap missing, or with taps read along
+    # the wrong axis, disagree with XLA in every rank, in every one of the three rules.
+    if case in ND_CASES:
+        x, w, geom = _channels_last_operands(case)
+    else:
+        x, w, _, cfg = case_operands(case, "NHWC")
+        geom = geometry_of(x, w, cfg)
+    assert geom.kernel_size[-2:] in ((3,), (3, 3), (2, 2))  # swapped axes keep the shape
+    with pytest.raises(AssertionError, match="Z"):
+        _assert_nd_rules_match_xla(x, w, geom, rules_=_Mutant(mistake))
+    for name in ("grad_input", "grad_kernel"):
+        one_wrong = _Mutant(lambda w: w)
+        setattr(one_wrong, name, getattr(_Mutant(mistake), name))
+        with pytest.raises(AssertionError, match={"grad_input": "dX", "grad_kernel": "dW"}[name]):
+            _assert_nd_rules_match_xla(x, w, geom, rules_=one_wrong)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,7 @@ from jax import lax
 from jax.test_util import check_grads
 
 import jaxconv
-from tests.helpers import jit_fast_compile, rel_err, value_and_grads
+from tests.helpers import LAYOUTS, jit_fast_compile, rel_err, value_and_grads
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -509,3 +510,93 @@ def test_output_padding_limit_is_pytorchs(stride, dilation):
         F.conv_transpose2d(torch.tensor(x), torch.tensor(w), output_padding=largest + 1, **cfg)
     with pytest.raises(ValueError, match="`output_padding`"):
         jaxconv.conv_transpose2d(x, w, output_padding=largest + 1, **cfg)
+
+
+# --- One and three spatial axes: conv_transpose1d and conv_transpose3d against PyTorch. -----
+
+TRANSPOSE_ND = {
+    # (rank, batch, C_in, C_out//groups, in_size, k, stride, padding, output_padding,
+    #  dilation, groups)
+    "1d-upsample": (1, 2, 4, 3, (7,), (4,), 2, 1, 1, 1, 1),
+    "1d-vocoder-like": (1, 1, 6, 2, (5,), (8,), 4, 2, 0, 1, 2),
+    "1d-dilated-depthwise": (1, 2, 3, 1, (6,), (3,), 1, 2, 0, 2, 3),
+    "3d-stride2": (3, 1, 4, 2, (3, 4, 3), (4, 2, 3), 2, 1, (1, 0, 1), 1, 1),
+    "3d-mixed": (3, 2, 4, 1, (2, 3, 3), (2, 3, 2), (1, 2, 3), (0, 1, 1), (0, 1, 2), (2, 1, 1), 2),
+}
+TORCH_TRANSPOSE = {1: F.conv_transpose1d, 3: F.conv_transpose3d}
+ND_FUNCTIONS = {1: jaxconv.conv_transpose1d, 3: jaxconv.conv_transpose3d}
+
+
+def _torch_transpose_nd(x, w, b, cot, cfg, rank):
+    """PyTorch's value and gradients (float64), channels-first operands as NumPy arrays."""
+    tensors = [torch.tensor(np.asarray(a), requires_grad=True) for a in (x, w, b)]
+    kwargs = {k: cfg[k] for k in ("stride", "padding", "output_padding", "dilation", "groups")}
+    y = TORCH_TRANSPOSE[rank](*tensors, **kwargs)
+    (y * torch.tensor(np.asarray(cot))).sum().backward()
+    return y.detach().numpy(), [t.grad.numpy() for t in tensors]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("case", TRANSPOSE_ND)
+def test_one_and_three_axes_match_torch(case, channels_last):
+    rank, n, c_in, c_out_g, size, k, stride, padding, out_pad, dilation, groups = TRANSPOSE_ND[case]
+    rng = np.random.default_rng(len(case))
+    x = rng.standard_normal((n, c_in, *size))
+    w = rng.standard_normal((c_in, c_out_g, *k))
+    b = rng.standard_normal((c_out_g * groups,))
+    cfg = dict(
+        stride=stride, padding=padding, output_padding=out_pad, dilation=dilation, groups=groups
+    )
+    y_torch = TORCH_TRANSPOSE[rank](
+        *(torch.tensor(a) for a in (x, w, b)),
+        **{k_: v for k_, v in cfg.items()},
+    ).numpy()
+    cot = rng.standard_normal(y_torch.shape)
+    y_expected, grads_expected = _torch_transpose_nd(x, w, b, cot, cfg, rank)
+    move = (0, *range(2, rank + 2), 1)  # channels last
+    kernel_move = (*range(2, rank + 2), 1, 0)
+    if channels_last:
+        x, cot = x.transpose(move), cot.transpose(move)
+        w = w.transpose(kernel_move)
+        y_expected = y_expected.transpose(move)
+        grads_expected = [
+            grads_expected[0].transpose(move),
+            grads_expected[1].transpose(kernel_move),
+            grads_expected[2],
+        ]
+    layout = LAYOUTS[rank][channels_last]
+    fn = functools.partial(ND_FUNCTIONS[rank], layout=layout, **cfg)
+    xs, ws, bs = (jnp.asarray(a) for a in (x, w, b))
+    y, vjp = jax.vjp(fn, xs, ws, bs)
+    assert y.shape == y_expected.shape
+    assert rel_err(y, y_expected) <= FWD_TOL
+    for name, got, expected in zip("xwb", vjp(jnp.asarray(cot)), grads_expected):
+        assert rel_err(got, expected) <= GRAD_TOL, name
+
+
+@pytest.mark.parametrize("rank, x_size, k", [(1, (11,), (3,)), (3, (5, 6, 4), (3, 2, 2))])
+def test_one_and_three_axes_are_the_input_gradient_of_the_convolution(rank, x_size, k):
+    # conv_transpose{1,3}d(g, w) = ∂L/∂X of conv{1,3}d with the same kernel, read OI*.
+    rng = np.random.default_rng(rank)
+    x = jnp.asarray(rng.standard_normal((2, 3, *x_size)))
+    w = jnp.asarray(rng.standard_normal((4, 3, *k)))
+    conv = {1: jaxconv.conv1d, 3: jaxconv.conv3d}[rank]
+    z, vjp = jax.vjp(lambda x: conv(x, w, stride=2, padding=1), x)
+    g = jnp.asarray(rng.standard_normal(z.shape))
+    # The rows a strided conv never reaches come back as output_padding.
+    extra = tuple(n + 2 - (kk - 1) - 1 - (m - 1) * 2 for n, kk, m in zip(x_size, k, z.shape[2:]))
+    y = ND_FUNCTIONS[rank](g, w, stride=2, padding=1, output_padding=extra)
+    assert rel_err(y, vjp(g)[0]) <= GRAD_TOL
+
+
+def test_one_and_three_axes_name_bad_arguments():
+    with pytest.raises(ValueError, match=re.escape("so `w` must be 3-D (C_in, C_out//groups, kw)")):
+        jaxconv.conv_transpose1d(jnp.ones((2, 3, 5)), jnp.ones((3, 2, 2, 2)))
+    with pytest.raises(ValueError, match=re.escape("`output_padding` (2, 0, 0) must be smaller")):
+        jaxconv.conv_transpose3d(
+            jnp.ones((1, 2, 3, 3, 3)), jnp.ones((2, 1, 2, 2, 2)), stride=2, output_padding=(2, 0, 0)
+        )
+    with pytest.raises(ValueError, match=re.escape("`layout` must be one of ('NCDHW', 'NDHWC')")):
+        jaxconv.conv_transpose3d(
+            jnp.ones((1, 2, 3, 3, 3)), jnp.ones((2, 1, 2, 2, 2)), layout="NCHW"
+        )

@@ -88,7 +88,7 @@ def _permutations(dimension_numbers, ndim: int) -> tuple[Perm, Perm, Perm]:
         # Spatial axes in the kernel's order of their letters, as lax pairs them.
         axes = [i for i, c in enumerate(spec) if c not in pair]
         axes.sort(key=lambda i: rhs_spec.index(spec[i]))
-        return (spec.index(pair[0]), spec.index(pair[1]), *axes)  # type: ignore[return-value]
+        return (spec.index(pair[0]), spec.index(pair[1]), *axes)
 
     return perm(lhs_spec, pairs[0]), perm(rhs_spec, pairs[1]), perm(out_spec, pairs[2])
 

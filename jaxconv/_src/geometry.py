@@ -30,7 +30,7 @@ SPATIAL_LETTERS = {1: "W", 2: "HW", 3: "DHW"}
 LAYOUTS = {n: (f"NC{s}", f"N{s}C") for n, s in SPATIAL_LETTERS.items()}
 PADDING_STRINGS = ("VALID", "SAME", "SAME_LOWER")
 _AXIS_NAMES = {"W": "width", "H": "height", "D": "depth"}
-_EXAMPLE = {1: "one signal", 2: "one image", 3: "one volume"}
+EXAMPLE_NAMES = {1: "one signal", 2: "one image", 3: "one volume"}
 _COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
 _TUPLE_WORDS = {1: "a tuple of one int", 2: "a pair of ints", 3: "a triple of ints"}
 
@@ -373,7 +373,7 @@ def check_input_rank(op: str, x_name: str, x_shape: tuple[int, ...], rank: int) 
     if len(x_shape) not in (rank, rank + 1, rank + 2):
         raise ValueError(
             f"{op}: `{x_name}` must be {rank}-D {spatial_form(rank)}, {rank + 1}-D "
-            f"({_EXAMPLE[rank]}) or {rank + 2}-D (a batch), got shape {x_shape}."
+            f"({EXAMPLE_NAMES[rank]}) or {rank + 2}-D (a batch), got shape {x_shape}."
         )
 
 
@@ -831,8 +831,7 @@ def resolve_conv_transpose(
         c_in_w, c_out_per_group, kernel_size = w_shape[-1], w_shape[-2], w_shape[:-2]
     if min(kernel_size) < 1:
         raise ValueError(
-            f"{op}: the kernel's spatial sizes must be >= 1; got `w` of shape "
-            f"{w_shape} {w_form}."
+            f"{op}: the kernel's spatial sizes must be >= 1; got `w` of shape {w_shape} {w_form}."
         )
     if c_in % groups:
         raise ValueError(
@@ -884,6 +883,7 @@ def resolve_conv_transpose(
 
 
 __all__ = [
+    "EXAMPLE_NAMES",
     "LAYOUTS",
     "SPATIAL_RANKS",
     "ConvGeometry",

@@ -236,15 +236,18 @@ def conv_transpose1d(
     `conv_transpose2d` for one spatial axis.
 
     Args:
-      x: "NCW": (N, C_in, W) or (C_in, W); "NWC": (N, W, C_in) or (W, C_in); or (W,) with a (kw,) kernel.
+      x: "NCW": (N, C_in, W) or (C_in, W); "NWC": (N, W, C_in) or (W, C_in); or (W,) with a
+        (kw,) kernel.
       w: "NCW": (C_in, C_out//groups, kw) (PyTorch's layout); "NWC": (kw, C_out//groups, C_in).
-      b, stride, padding, output_padding, dilation, groups, padding_mode, plan, precision,
-        out_sharding: as for `conv_transpose2d`, with ints or one per spatial axis.
+      b, stride, padding, output_padding, dilation, groups: as for `conv_transpose2d`, with
+        ints or tuples of one int.
+      padding_mode, plan, precision, out_sharding: as for `conv_transpose2d`.
       layout: "NCW" or "NWC".
 
     Returns:
-      Y of shape (N, C_out, W_out) ("NCW") or (N, W_out, C_out) ("NWC"), without N for an unbatched input, dtype of `x`; per axis
-      out = (in − 1)·stride − 2·padding + dilation·(k − 1) + output_padding + 1.
+      Y of shape (N, C_out, W_out) ("NCW") or (N, W_out, C_out) ("NWC"), without N for an
+      unbatched input, dtype of `x`; W_out = (W − 1)·stride − 2·padding + dilation·(kw − 1)
+      + output_padding + 1.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -292,21 +295,25 @@ def conv_transpose3d(
     `conv_transpose2d` for three spatial axes.
 
     Args:
-      x: "NCDHW": (N, C_in, D, H, W) or (C_in, D, H, W); "NDHWC": (N, D, H, W, C_in) or (D, H, W, C_in); or (D, H, W) with a (kd, kh, kw) kernel.
-      w: "NCDHW": (C_in, C_out//groups, kd, kh, kw) (PyTorch's layout); "NDHWC": (kd, kh, kw, C_out//groups, C_in).
-      b, stride, padding, output_padding, dilation, groups, padding_mode, plan, precision,
-        out_sharding: as for `conv_transpose2d`, with ints or one per spatial axis.
+      x: "NCDHW": (N, C_in, D, H, W) or (C_in, D, H, W); "NDHWC": (N, D, H, W, C_in) or
+        (D, H, W, C_in); or (D, H, W) with a (kd, kh, kw) kernel.
+      w: "NCDHW": (C_in, C_out//groups, kd, kh, kw) (PyTorch's layout); "NDHWC":
+        (kd, kh, kw, C_out//groups, C_in).
+      b, stride, padding, output_padding, dilation, groups: as for `conv_transpose2d`, with
+        ints or one per axis (d, h, w).
+      padding_mode, plan, precision, out_sharding: as for `conv_transpose2d`.
       layout: "NCDHW" or "NDHWC".
 
     Returns:
-      Y of shape (N, C_out, D_out, H_out, W_out) ("NCDHW") or (N, D_out, H_out, W_out, C_out) ("NDHWC"), without N for an unbatched input, dtype of `x`; per axis
-      out = (in − 1)·stride − 2·padding + dilation·(k − 1) + output_padding + 1.
+      Y of shape (N, C_out, D_out, H_out, W_out) ("NCDHW") or (N, D_out, H_out, W_out, C_out)
+      ("NDHWC"), without N for an unbatched input, dtype of `x`; per axis out = (in − 1)·stride
+      − 2·padding + dilation·(k − 1) + output_padding + 1.
 
     Examples:
       >>> import jax.numpy as jnp
       >>> import jaxconv
-      >>> y = jaxconv.conv_transpose3d(jnp.ones((1, 4, 3, 3, 3)), jnp.ones((4, 2, 4, 4, 4)), stride=2, padding=1)
-      >>> y.shape  # (3 − 1)·2 − 2 + 3 + 1 = 6 per axis
+      >>> x, w = jnp.ones((1, 4, 3, 3, 3)), jnp.ones((4, 2, 4, 4, 4))
+      >>> jaxconv.conv_transpose3d(x, w, stride=2, padding=1).shape  # (3 − 1)·2 − 2 + 3 + 1
       (1, 2, 6, 6, 6)
     """
     return _transpose(

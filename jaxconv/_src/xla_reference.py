@@ -59,8 +59,10 @@ def _xla(x, w, b, *, stride, padding, dilation, groups, layout: str) -> jax.Arra
         x = x[None]
     letters = _LETTERS[n]
     first = layout[1] == "C"
-    dims = (f"NC{letters}", f"OI{letters}", f"NC{letters}") if first else (
-        f"N{letters}C", f"{letters}IO", f"N{letters}C"
+    dims = (
+        (f"NC{letters}", f"OI{letters}", f"NC{letters}")
+        if first
+        else (f"N{letters}C", f"{letters}IO", f"N{letters}C")
     )
     half = x.dtype.itemsize < 4
     z = lax.conv_general_dilated(

@@ -177,9 +177,7 @@ def grad_input_rows(g: jax.Array, w: jax.Array, geom: ConvGeometry, fold: int = 
     received = (
         (tap, share.reshape(g.shape[0], *geom.out_size, geom.in_channels))
         for row, row_taps in kernel_rows(geom, fold)
-        for tap, share in zip(
-            row_taps, row_backward(g_rows, _row_kernel(w, row), geom.groups, acc)
-        )
+        for tap, share in zip(row_taps, row_backward(g_rows, _row_kernel(w, row), geom.groups, acc))
     )
     return rules.windows_adjoint(received, geom)
 

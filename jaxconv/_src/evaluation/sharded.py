@@ -170,4 +170,6 @@ def grad_kernel(
         return _sum(the_mesh, dw, batch)  # eq. 30 sums over every image
 
     in_specs = (_images_spec(geom.layout, batch, ()), _images_spec(geom.layout, batch, out))
-    return _on_shards(the_mesh, body, (x, g), in_specs, _kernel_spec(geom.layout, out), summed=batch)
+    return _on_shards(
+        the_mesh, body, (x, g), in_specs, _kernel_spec(geom.layout, out), summed=batch
+    )

@@ -38,7 +38,7 @@ from jaxconv._src.geometry import ConvGeometry, Pads
 _G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 
 
-def tile_counts(out_hw: tuple[int, int]) -> tuple[int, int]:
+def tile_counts(out_hw: tuple[int, ...]) -> tuple[int, ...]:
     """(T, U): the 2×2 output tiles that cover (Ho, Wo); the last row or column may overhang."""
     return tuple(-(-n // 2) for n in out_hw)
 
@@ -147,7 +147,7 @@ def accepts(geom: ConvGeometry) -> bool:
     )
 
 
-def tile_aligned(pads: Pads, out_hw: tuple[int, int], dilation: tuple[int, int]) -> Pads:
+def tile_aligned(pads: Pads, out_hw: tuple[int, ...], dilation: tuple[int, ...]) -> Pads:
     """`pads` with each high side grown so that the out_hw outputs split into `dilation`
     phases of whole 2×2 tiles: each n rounded up to a multiple of 2·d (the overhang is
     cropped, or zero, afterwards)."""
@@ -165,7 +165,7 @@ def reads_input_in_place(geom: ConvGeometry) -> bool:
     return geom.dilation == (1, 1) and pads == ((0, 0), (0, 0))
 
 
-def split_phases(a: jax.Array, dilation: tuple[int, int]) -> jax.Array:
+def split_phases(a: jax.Array, dilation: tuple[int, ...]) -> jax.Array:
     """(N, dh·H, dw·W, C) -> (N·dh·dw, H, W, C), phase (ρ, σ) of image n, a[n, ρ::dh, σ::dw],
     at n·dh·dw + ρ·dw + σ.
 
@@ -179,7 +179,7 @@ def split_phases(a: jax.Array, dilation: tuple[int, int]) -> jax.Array:
     return a.reshape(n * dh * dw, h // dh, w // dw, c)
 
 
-def merge_phases(a: jax.Array, dilation: tuple[int, int]) -> jax.Array:
+def merge_phases(a: jax.Array, dilation: tuple[int, ...]) -> jax.Array:
     """The inverse of `split_phases`: (N·dh·dw, H, W, C) -> (N, dh·H, dw·W, C)."""
     if dilation == (1, 1):
         return a
@@ -224,9 +224,7 @@ def grad_input(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:
       (N, H, W, C) in the accumulation dtype.
     """
     acc = rules.accumulation_dtype(g.dtype)
-    full = tuple(
-        (2 * d - lo, 2 * d - hi) for (lo, hi), d in zip(geom.padding, geom.dilation)
-    )
+    full = tuple((2 * d - lo, 2 * d - hi) for (lo, hi), d in zip(geom.padding, geom.dilation))
     pads = tile_aligned(full, geom.in_size, geom.dilation)
     g_phases = split_phases(rules.pad(g.astype(acc), pads), geom.dilation)
     w_rotated = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2).astype(acc)
