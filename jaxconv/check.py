@@ -1,33 +1,41 @@
 """Gradient audit: jaxconv's hand-derived gradients against automatic differentiation.
 
-    python -m jaxconv.check [--n 100] [--seed 0] [--dtype float64|float32] [--torch]
+    python -m jaxconv.check [--n 100] [--seed 0] [--ranks 1,2,3]
+                            [--dtype float64|float32|complex128|complex64] [--torch]
                             [--plot FILE]
 
-Draws N seeded random valid configurations (stride 1–3, every padding form: "VALID", "SAME",
-"SAME_LOWER", an int, a pair, ((lo, hi), (lo, hi)) with negative = crop and asymmetric;
-dilation 1–3; groups 1, 2 or depthwise; both layouts; batch 1–3; non-square shapes). For each
-one it compares dX, dW and db from `jax.vjp` of `jaxconv.conv2d` (which runs the custom_vjp
-rules) under every plan `jaxconv.supported` lists for it (the plain rules, every family of
-fast forms, chunked ones, and the plan `jaxconv.choose` picks on each platform) with:
+Draws N seeded random valid configurations, their spatial ranks taken in turn from --ranks
+(1-D, 2-D and 3-D by default; stride 1–3, every padding form: "VALID", "SAME",
+"SAME_LOWER", an int, one int per axis, a (lo, hi) pair per axis with negative = crop and
+asymmetric; dilation 1–3; groups 1, 2 or depthwise; both layouts of the rank; batch 1–3;
+non-square shapes). For each one it compares dX, dW and db from `jax.vjp` of `jaxconv.conv`
+(which runs the custom_vjp rules) under every plan `jaxconv.supported` lists for it (the
+plain rules, every family of fast forms, chunked ones, and the plan `jaxconv.choose` picks
+on each platform) with:
 
-  naive  jax.vjp of jaxconv.conv2d_reference (eq. 6 as gathers, plain autodiff)
-  lax    jax.vjp of lax.conv_general_dilated + bias (jaxconv.conv2d_xla)
-  fd     central finite differences in float64 along 3 random directions per operand:
-         <dL/dZ, (f(p + eps v) - f(p - eps v)) / 2 eps> against <grad, v>, eps = 1e-6
-  torch  PyTorch autograd of F.conv2d (F.pad first), with --torch
+  naive  jax.vjp of jaxconv.conv_reference (eq. 6 as gathers, plain autodiff)
+  lax    jax.vjp of lax.conv_general_dilated + bias (jaxconv.conv_xla)
+  fd     central finite differences in float64 (complex128 for complex dtypes) along 3
+         random directions per operand: sum(dL/dZ * (f(p + eps v) - f(p - eps v)) / 2 eps)
+         against sum(grad * v), eps = 1e-6
+  torch  PyTorch autograd of F.conv1d/2d/3d (F.pad first), with --torch; for complex
+         dtypes PyTorch's gradient is conjugated (JAX's VJP is the transpose, PyTorch's
+         the conjugate transpose)
 
-Relative error = max|manual - ref| / max(max|ref|, tiny). Tolerances on it: float64 1e-10
-for naive, lax and torch, 1e-6 for fd; float32 1e-4 for all (the gradients and the naive,
-lax and torch references run in float32; fd stays float64). With --dtype float64, 64-bit
-JAX types are switched on before anything is computed.
+Relative error = max|manual - ref| / max(max|ref|, tiny). Tolerances on it: float64 and
+complex128 1e-10 for naive, lax and torch, 1e-6 for fd; float32 and complex64 1e-4 for all
+(the gradients and the naive, lax and torch references run in that dtype; fd stays 64-bit).
+With --dtype float64 or complex128, 64-bit JAX types are switched on before anything is
+computed.
 
-Prints one row per configuration (the largest max abs / max rel error of each gradient
-against each reference over its plans, PASS or FAIL, the number of plans, and the failing
-ones), the worst errors, the forms audited, then `N passed, M failed` on its own line; the
-exit status is 1 if any configuration failed. Usage errors exit 2 before the audit starts:
-a bad flag, a --plot path that cannot be written (a directory, a missing or unwritable
-directory; a path without a suffix gets .png, and the path written is printed), --torch
-without PyTorch, --plot without matplotlib.
+Prints which ranks and dtype it audits and how it compiles, one row per configuration (the
+largest max abs / max rel error of each gradient against each reference over its plans,
+PASS or FAIL, the number of plans, and the failing ones), the worst errors, the forms and
+ranks audited, then `N passed, M failed` on its own line; the exit status is 1 if any
+configuration failed. Usage errors exit 2 before the audit starts: a bad flag, a --plot path
+that cannot be written (a directory, a missing or unwritable directory; a path without a
+suffix gets .png, and the path written is printed), --torch without PyTorch, --plot without
+matplotlib.
 
 From Python:
 
@@ -40,6 +48,7 @@ From Python:
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib.util
 import os
 import sys
@@ -65,6 +74,7 @@ from jaxconv._src.audit import random_config as random_config
 from jaxconv._src.audit import run as run
 from jaxconv._src.audit import worst_errors as worst_errors
 from jaxconv._src.compat import describe_fast_compile
+from jaxconv._src.geometry import SPATIAL_RANKS
 
 _CELL = 11  # "1e-16/2e-16"
 
@@ -115,6 +125,10 @@ def summary(results: Sequence[ComparisonResult]) -> str:
     counts = audited_forms(results)
     forms = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "plans")
     lines.append(f"audited {counts['plans']} plans over {len(results)} configurations: {forms}")
+    by_rank = collections.Counter(r.config.rank for r in results)
+    dtypes = sorted({r.dtype for r in results})
+    ranks = ", ".join(f"{rank}-D {by_rank[rank]}" for rank in sorted(by_rank))
+    lines.append(f"ranks audited: {ranks}; dtype {', '.join(dtypes)}")
     return "\n".join(lines)
 
 
@@ -127,6 +141,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", type=int, default=100, help="configurations to draw (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
     parser.add_argument("--dtype", choices=DTYPES, default="float64", help="default float64")
+    parser.add_argument(
+        "--ranks",
+        default="1,2,3",
+        help="spatial ranks to draw, in turn (default 1,2,3; e.g. 2 for 2-D only)",
+    )
     parser.add_argument("--torch", action="store_true", help="also compare with PyTorch")
     parser.add_argument(
         "--plot", metavar="FILE", help="write a PNG figure of the audit (.png added if no suffix)"
@@ -159,7 +178,7 @@ def main(argv: Sequence[str] | None = None, *, conv: Callable | None = None) -> 
 
     Args:
       argv: the arguments (default `sys.argv[1:]`).
-      conv: the function under audit (default `jaxconv.conv2d`); for tests.
+      conv: the function under audit (default `jaxconv.conv`); for tests.
 
     Returns:
       The exit status: 0 if every configuration passed, 1 otherwise.
@@ -173,6 +192,12 @@ def main(argv: Sequence[str] | None = None, *, conv: Callable | None = None) -> 
         parser.error(f"--n must be >= 1, got {args.n}")
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}")
+    try:
+        ranks = tuple(int(r) for r in args.ranks.split(","))
+    except ValueError:
+        ranks = ()
+    if not ranks or not set(ranks) <= set(SPATIAL_RANKS):
+        parser.error(f"--ranks must be a comma-separated list of 1, 2 and 3, got {args.ranks!r}")
     plot_path = _plot_path(parser, args.plot) if args.plot is not None else None
     use_torch = args.torch
     if use_torch:
@@ -183,10 +208,11 @@ def main(argv: Sequence[str] | None = None, *, conv: Callable | None = None) -> 
                 f"--torch: PyTorch is not importable ({error}); pip install -e '.[torch]', "
                 "or run without --torch"
             )
-    if args.dtype == "float64":
+    if args.dtype in ("float64", "complex128"):
         jax.config.update("jax_enable_x64", True)
     references = [r for r in REFERENCES if r != "torch" or use_torch]
-    print(f"auditing {args.n} configurations, {args.dtype}, seed {args.seed}")
+    spatial = ", ".join(f"{r}-D" for r in ranks)
+    print(f"auditing {args.n} configurations, {args.dtype}, seed {args.seed}, ranks {spatial}")
     print(f"jax {jax.__version__} on {jax.default_backend()}; {describe_fast_compile()}")
     print(header(references), flush=True)
     start = time.perf_counter()
@@ -196,6 +222,7 @@ def main(argv: Sequence[str] | None = None, *, conv: Callable | None = None) -> 
         dtype=args.dtype,
         use_torch=use_torch,
         conv=conv,
+        ranks=ranks,
         on_result=lambda i, r: print(format_row(i, r), flush=True),
     )
     print(summary(results))

@@ -52,9 +52,10 @@ def random_operands(seed, x_shape, w_shape, o, dtype=np.float64, bias=True):
 
 
 def rel_err(actual, expected) -> float:
-    """max|actual − expected| / max|expected| (a norm-relative error)."""
-    actual = np.asarray(actual, np.float64)
-    expected = np.asarray(expected, np.float64)
+    """max|actual − expected| / max|expected| (a norm-relative error); complex as complex."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    wide = np.complex128 if np.iscomplexobj(actual) or np.iscomplexobj(expected) else np.float64
+    actual, expected = actual.astype(wide), expected.astype(wide)
     if actual.shape != expected.shape:
         raise AssertionError(f"shapes differ: {actual.shape} and {expected.shape}")
     scale = max(np.max(np.abs(expected), initial=0.0), np.finfo(np.float64).tiny)

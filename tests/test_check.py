@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
 import sys
 
@@ -13,7 +14,7 @@ import pytest
 
 import jaxconv
 from jaxconv import check
-from jaxconv._src.geometry import conv_geometry
+from jaxconv._src.geometry import LAYOUTS, conv_geometry
 
 # Ho = 5 > kh = 3 and Wo = 8 > kw = 2, stride 2 on H: the wrong rules below all matter here.
 CONFIG = check.AuditConfig(
@@ -138,7 +139,8 @@ def test_cli_passes_and_prints_the_summary_last(capsys):
 
 def test_cli_fails_on_a_wrong_rule(capsys):
     conv = _conv_with_rules(grad_kernel=_dw_seed_slip)
-    assert check.main(["--n", "3", "--seed", "1"], conv=conv) == 1
+    # The injected conv is 2-D: the audit draws 2-D configurations only.
+    assert check.main(["--n", "3", "--seed", "1", "--ranks", "2"], conv=conv) == 1
     lines = capsys.readouterr().out.splitlines()
     passed, failed = map(int, SUMMARY.match(lines[-1]).groups())
     assert passed + failed == 3 and failed >= 1
@@ -160,8 +162,7 @@ def test_float32_mode_and_plot(tmp_path, capsys):
 
 def _form_taken(config) -> str:
     """The ∂L/∂X form jaxconv takes for `config` on the CPU."""
-    geom = conv_geometry("test", config.x_shape, config.w_shape, **config.kwargs)
-    return jaxconv.choose(geom, "cpu").grad_input
+    return jaxconv.choose(config.geometry, "cpu").grad_input
 
 
 def test_random_configs_are_valid_and_varied():
@@ -290,3 +291,83 @@ def test_bad_arguments():
     with pytest.raises(SystemExit) as info:
         check.main(["--seed", "-1"], conv=_never_called)
     assert info.value.code == 2
+
+
+# --- Every rank and complex dtypes. --------------------------------------------------------
+
+
+def test_random_configs_of_every_rank_are_valid_and_varied():
+    rng = np.random.default_rng(1)
+    for rank in (1, 3):
+        configs = [check.random_config(rng, rank) for _ in range(60)]
+        assert {c.layout for c in configs} == set(LAYOUTS[rank])
+        assert {len(c.stride) for c in configs} == {len(c.dilation) for c in configs} == {rank}
+        assert {_form_taken(c) for c in configs} == {"depthwise", "shallow", "gemm-rows"}
+        for c in configs:  # jaxconv and XLA agree that each output is non-empty
+            x = jax.ShapeDtypeStruct(c.x_shape, jnp.float32)
+            w = jax.ShapeDtypeStruct(c.w_shape, jnp.float32)
+            shape = jax.eval_shape(functools.partial(jaxconv.conv, **c.kwargs), x, w).shape
+            assert shape == c.output_shape and min(shape) > 0
+            xla = jax.eval_shape(functools.partial(jaxconv.conv_xla, **c.kwargs), x, w).shape
+            assert xla == shape
+
+
+def test_two_dimensional_draws_are_those_of_the_audit_before_every_rank():
+    # The 2-D configurations (and so every seed's audit) did not change with the ranks.
+    rng = np.random.default_rng(0)
+    first = check.random_config(rng, 2)
+    assert first == check.AuditConfig(
+        first.x_shape,
+        first.w_shape,
+        first.stride,
+        first.padding,
+        first.dilation,
+        first.groups,
+        first.layout,
+    )
+    assert check.random_config(np.random.default_rng(0)) == first  # rank 2 is the default
+
+
+@pytest.mark.parametrize("dtype", ["complex128", "complex64"])
+def test_complex_gradients_pass_and_are_jax_s_convention(dtype):
+    config = check.AuditConfig((2, 3, 7), (4, 3, 3), stride=(2,), padding="SAME", layout="NCW")
+    result = check.compare(
+        config, dtype=dtype, use_torch=importlib.util.find_spec("torch") is not None
+    )
+    assert result.passed and result.dtype == dtype
+    assert np.iscomplexobj(result.manual["dW"]) and result.manual["dW"].dtype == np.dtype(dtype)
+    bound = 1e-12 if dtype == "complex128" else 1e-5
+    assert max(e.max_rel for e in result.errors if e.reference != "fd") < bound
+    # JAX's convention is the transpose, not the conjugate transpose: the conjugate of the
+    # hand-derived ∂L/∂W is not the automatic one.
+    manual, auto = result.manual["dW"], result.automatic["lax"]["dW"]
+    assert np.max(np.abs(np.conj(manual) - auto)) > 1e-2 * np.max(np.abs(auto))
+
+
+def test_a_wrong_rule_is_caught_in_complex_arithmetic():
+    # A conjugated ∂L/∂W (PyTorch's convention in JAX) fails against every reference.
+    def conjugated(x, g, w_shape, **cfg):
+        return jnp.conj(jaxconv.conv2d_grad_kernel(x, g, w_shape, **cfg))
+
+    result = check.compare(
+        CONFIG, dtype="complex128", conv=_conv_with_rules(grad_kernel=conjugated)
+    )
+    failing = {(e.reference, e.grad) for e in result.errors if not e.passed}
+    assert failing == {("naive", "dW"), ("lax", "dW"), ("fd", "dW")}
+
+
+def test_cli_audits_every_rank_and_says_so(capsys):
+    assert check.main(["--n", "3", "--seed", "2", "--dtype", "complex128"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "auditing 3 configurations, complex128, seed 2, ranks 1-D, 2-D, 3-D"
+    assert "ranks audited: 1-D 1, 2-D 1, 3-D 1; dtype complex128" in lines
+    layouts = [line.split("| ")[-1].split()[0] for line in lines if re.match(r"^\s+\d+ PASS", line)]
+    assert [len(layout) - 2 for layout in layouts] == [1, 2, 3]
+
+
+def test_cli_refuses_bad_ranks(capsys):
+    for ranks in ("4", "1,x", ""):
+        with pytest.raises(SystemExit) as exit_info:
+            check.main(["--ranks", ranks], conv=_never_called)
+        assert exit_info.value.code == 2
+        assert "--ranks must be a comma-separated list of 1, 2 and 3" in capsys.readouterr().err

@@ -589,3 +589,43 @@ def test_every_rank_names_bad_arguments(call, error, message):
         return
     with pytest.raises(error, match=re.escape(message)):
         call()
+
+
+@pytest.mark.parametrize("case", ["1d-causal-depthwise", "stride2-same", "3d-dil-groups2"])
+def test_complex_operands_of_every_rank_match_xla(case):
+    # complex128, values and the three VJPs (JAX's convention: transposes, no conjugation).
+    if case in ND_CASES:
+        x, w, b, cfg = nd_case_operands(case)
+    else:
+        x, w, b, cfg = case_operands(case, "NCHW")
+    rng = np.random.default_rng(7)
+    x, w, b = (a + 1j * rng.standard_normal(a.shape) for a in (x, w, b))
+    cot = jnp.asarray(lax_conv(x, w, b, **cfg))
+    cot = cot * (1 + 2j) - 0.5j
+
+    @jit_fast_compile
+    def both(x, w, b):
+        out = []
+        for conv in (jaxconv.conv, lax_conv):
+            z, vjp = jax.vjp(lambda x, w, b, c=conv: c(x, w, b, **cfg), x, w, b)
+            out.append((z, *vjp(cot)))
+        return out
+
+    ours, xla = both(x, w, b)
+    for name, a, e in zip(("z", "dx", "dw", "db"), ours, xla):
+        assert a.dtype == e.dtype == jnp.complex128, name
+        assert rel_err(a, e) <= GRAD_TOL, name
+
+
+@pytest.mark.parametrize("dtype", [jnp.int8, jnp.int32])
+@pytest.mark.parametrize("case", ["1d-same-lower-dil2-groups2", "basic", "3d-stride-same"])
+def test_integer_operands_of_every_rank_are_exact(case, dtype):
+    if case in ND_CASES:
+        x, w, b, cfg = nd_case_operands(case)
+    else:
+        x, w, b, cfg = case_operands(case, "NHWC")
+    x, w, b = (jnp.asarray(np.round(8 * a), dtype) for a in (x, w, b))
+    z = jaxconv.conv(x, w, b, **cfg)
+    expected = lax_conv(x, w, b, **cfg)
+    assert z.dtype == expected.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(z), np.asarray(expected))

@@ -219,11 +219,22 @@ def test_out_sharding_places_the_result():
             "has 4 spatial dimensions",
         ),
         (
-            dict(lhs=np.zeros((2, 4, 9, 8), np.int32), rhs=np.zeros((6, 4, 3, 3), np.int32)),
+            dict(lhs=np.zeros((2, 4, 9, 8), bool), rhs=np.zeros((6, 4, 3, 3), bool)),
             TypeError,
-            "`lhs` must have a real floating dtype",
+            "`lhs` must have a floating, complex or integer dtype, got bool",
         ),
-        (dict(preferred_element_type=jnp.int32), TypeError, "`preferred_element_type` must"),
+        (
+            dict(rhs=np.zeros((6, 4, 3, 3), np.float32)),
+            TypeError,
+            "`lhs` and `rhs` must have the same dtype, got float64 and float32",
+        ),
+        (
+            dict(preferred_element_type=jnp.int32),
+            TypeError,
+            "`preferred_element_type` int32 does not fit operands of dtype float64",
+        ),
+        (dict(preferred_element_type=jnp.float32), TypeError, "is narrower than the operands'"),
+        (dict(preferred_element_type="cake"), TypeError, "`preferred_element_type` is not a dtype"),
         (dict(padding="SAME", lhs_dilation=(2, 1)), ValueError, "`padding` 'SAME' is a string"),
         (dict(feature_group_count=2, batch_group_count=2), ValueError, "at most one of"),
         (dict(batch_group_count=4), ValueError, "`batch_group_count` (4) must divide the output"),
@@ -401,3 +412,129 @@ def test_hypothesis_one_and_three_axes_match_lax(call, seed):
     rng = np.random.default_rng(seed)
     lhs, rhs = (jnp.asarray(rng.standard_normal(s)) for s in (lhs_shape, rhs_shape))
     _assert_matches_lax(lhs, rhs, cot_seed=seed, **kwargs)
+
+
+# --- Dtypes as lax has them: complex and integer operands. ---------------------------------
+
+DTYPE_CALLS = {
+    # (lhs spec, rhs spec, out spec, lhs shape sizes, rhs sizes, keyword arguments)
+    "1d-mixed-dims-features": (
+        ("NWC", "OIW", "NCW"),
+        dict(N=2, C=4, W=11),
+        dict(O=6, I=2, W=3),
+        dict(window_strides=(2,), padding=[(1, 2)], rhs_dilation=(2,), feature_group_count=2),
+    ),
+    "2d-input-dilation-batch-groups": (
+        ("NCHW", "HWIO", "NHWC"),
+        dict(N=4, C=3, H=6, W=5),
+        dict(O=4, I=3, H=2, W=3),
+        dict(
+            window_strides=(1, 2),
+            padding=[(1, 1), (2, 0)],
+            lhs_dilation=(2, 1),
+            batch_group_count=2,
+        ),
+    ),
+    "3d-same-strided": (
+        ("NDHWC", "DHWIO", "NDHWC"),
+        dict(N=2, C=3, D=4, H=5, W=4),
+        dict(O=2, I=3, D=2, H=3, W=2),
+        dict(window_strides=(1, 2, 1), padding="SAME"),
+    ),
+}
+
+
+def _dtype_call(case, dtype, seed=0):
+    dims, lhs_sizes, rhs_sizes, kwargs = DTYPE_CALLS[case]
+    rng = np.random.default_rng(seed)
+    shapes = _shape(dims[0], lhs_sizes), _shape(dims[1], rhs_sizes)
+    if jnp.issubdtype(dtype, jnp.integer):
+        info = jnp.iinfo(dtype)
+        lo, hi = max(info.min, -100), min(info.max, 100)
+        operands = [rng.integers(lo, hi, s, endpoint=True) for s in shapes]
+    elif jnp.issubdtype(dtype, jnp.complexfloating):
+        operands = [rng.standard_normal(s) + 1j * rng.standard_normal(s) for s in shapes]
+    else:
+        operands = [rng.standard_normal(s) for s in shapes]
+    lhs, rhs = (jnp.asarray(a, dtype) for a in operands)
+    return lhs, rhs, dict(kwargs, dimension_numbers=dims)
+
+
+@pytest.mark.parametrize("dtype", [jnp.complex128, jnp.complex64])
+@pytest.mark.parametrize("case", DTYPE_CALLS)
+def test_complex_values_and_vjps_equal_lax(case, dtype):
+    # JAX's convention: the VJP is the transpose of the linear map, with no conjugation.
+    lhs, rhs, kwargs = _dtype_call(case, dtype)
+    tol = TOL if dtype == jnp.complex128 else 1e-5
+
+    @jit_fast_compile
+    def both(lhs, rhs):
+        out = []
+        for conv in (jaxconv.conv_general_dilated, lax.conv_general_dilated):
+            z, vjp = jax.vjp(lambda a, b, conv=conv: conv(a, b, **kwargs), lhs, rhs)
+            rng = np.random.default_rng(5)
+            cot = rng.standard_normal(z.shape) + 1j * rng.standard_normal(z.shape)
+            out.append((z, *vjp(jnp.asarray(cot, z.dtype))))
+        return out
+
+    ours, theirs = both(lhs, rhs)
+    for name, a, b in zip(("out", "d_lhs", "d_rhs"), ours, theirs):
+        assert a.shape == b.shape and a.dtype == b.dtype == dtype, name
+        assert rel_err(a, b) <= tol, name
+
+
+@pytest.mark.parametrize(
+    "dtype, preferred",
+    [
+        (jnp.int8, jnp.int32),
+        (jnp.int8, None),  # int8 sums wrap, as lax's do
+        (jnp.int32, None),
+        (jnp.uint8, jnp.int32),
+        (jnp.int16, jnp.float32),
+        (jnp.float16, jnp.float32),
+        (jnp.complex64, jnp.complex128),
+    ],
+)
+@pytest.mark.parametrize("case", DTYPE_CALLS)
+def test_result_dtypes_and_integer_values_follow_lax(case, dtype, preferred):
+    lhs, rhs, kwargs = _dtype_call(case, dtype, seed=1)
+    kwargs = dict(kwargs, preferred_element_type=preferred)
+    ours = jaxconv.conv_general_dilated(lhs, rhs, **kwargs)
+    theirs = lax.conv_general_dilated(lhs, rhs, **kwargs)
+    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+    if jnp.issubdtype(ours.dtype, jnp.integer):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))  # exact
+    else:
+        assert rel_err(ours, theirs) <= 1e-5
+
+
+@pytest.mark.parametrize("case", DTYPE_CALLS)
+def test_integer_operands_have_jax_s_integer_cotangents(case):
+    lhs, rhs, kwargs = _dtype_call(case, jnp.int8)
+    kwargs = dict(kwargs, preferred_element_type=jnp.int32)
+    cotangents = []
+    for conv in (jaxconv.conv_general_dilated, lax.conv_general_dilated):
+        z, vjp = jax.vjp(lambda a, b, conv=conv: conv(a, b, **kwargs), lhs, rhs)
+        cotangents.append(vjp(np.zeros(z.shape, jax.dtypes.float0)))
+    for ours, theirs in zip(*cotangents):
+        assert ours.dtype == theirs.dtype == jax.dtypes.float0 and ours.shape == theirs.shape
+    with pytest.raises(TypeError, match="grad requires real- or complex-valued inputs"):
+        jax.grad(lambda a: jaxconv.conv_general_dilated(a, rhs, **kwargs).sum())(lhs)
+
+
+def test_integer_operands_take_no_winograd_form():
+    # Winograd's transforms halve: exact in floating point only. "auto" picks the GEMM forms
+    # for integers; a plan that names Winograd is refused.
+    x = jnp.asarray(np.random.default_rng(2).integers(-9, 9, (3, 8, 10, 10)), jnp.int32)
+    w = jnp.asarray(np.random.default_rng(3).integers(-9, 9, (8, 8, 3, 3)), jnp.int32)
+    geom = jaxconv.conv2d_geometry(x.shape, w.shape, padding="SAME")
+    assert jaxconv.choose(geom).forward == "winograd"
+    assert "winograd" not in str(jaxconv.choose(geom, dtype=jnp.int32))
+    assert not any("winograd" in str(p) for p in jaxconv.supported(geom, jnp.int32))
+    expected = lax.conv_general_dilated(x, w, (1, 1), "SAME")
+    for plan in ("auto", *jaxconv.supported(geom, jnp.int32)):
+        ours = jaxconv.conv_general_dilated(x, w, (1, 1), "SAME", plan=plan)
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(expected), err_msg=str(plan))
+    winograd = jaxconv.Plan(forward="winograd", grad_input="winograd", grad_kernel="winograd")
+    with pytest.raises(ValueError, match=r"'winograd' computes in floating point .* not in int32"):
+        jaxconv.conv2d(x, w, padding="SAME", plan=winograd)

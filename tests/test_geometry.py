@@ -64,15 +64,16 @@ W = zeros((6, 4, 3, 3))
         (dict(layout=None), TypeError, "`layout` must be a string, one of ('NCHW', 'NHWC')"),
         (dict(padding_mode="mirror"), ValueError, "`padding_mode` must be one of"),
         (dict(padding_mode=0), TypeError, "`padding_mode` must be a string"),
-        # dtypes
-        (dict(x=zeros((2, 4, 8, 8), jnp.int32)), TypeError, "`x` must have a real floating"),
-        (dict(w=zeros((6, 4, 3, 3), bool)), TypeError, "`w` must have a real floating dtype"),
+        # dtypes: floating, complex or integer, x and w alike (as lax)
+        (dict(x=zeros((2, 4, 8, 8), jnp.int32)), TypeError, "same dtype, got int32 and float32"),
+        (dict(w=zeros((6, 4, 3, 3), bool)), TypeError, "`w` must have a floating, complex or"),
         (dict(x=zeros((2, 4, 8, 8), jnp.complex64)), TypeError, "got complex64"),
         (dict(w=zeros((6, 4, 3, 3), jnp.float16)), TypeError, "same dtype, got float32"),
         # bias
         (dict(b=zeros((5,))), ValueError, "`b` must have shape (O,) = (6,), got (5,)"),
         (dict(b=zeros((1, 6))), ValueError, "got (1, 6)"),
-        (dict(b=zeros((6,), jnp.int32)), TypeError, "`b` must have a real floating dtype"),
+        (dict(b=zeros((6,), jnp.int32)), TypeError, "`b` of dtype int32 does not fit `x` of"),
+        (dict(b=zeros((6,), jnp.complex64)), TypeError, "the bias must be of the same kind"),
         # a kernel without taps (XLA refuses it too)
         (dict(w=zeros((6, 4, 0, 3))), ValueError, "the kernel's spatial sizes must be >= 1"),
         # not arrays
@@ -118,8 +119,8 @@ def test_grad_functions_validate_g_shape_and_dtype():
         jaxconv.conv2d_grad_input(g, W, (8,))
     with pytest.raises(ValueError, match=re.escape("`g` must be 2-D, 3-D or 4-D")):
         jaxconv.conv2d_grad_bias(zeros((3,)))
-    with pytest.raises(TypeError, match="`g` must have a real floating dtype"):
-        jaxconv.conv2d_grad_bias(zeros((2, 3, 3), jnp.int32))
+    with pytest.raises(TypeError, match="`g` must have a floating, complex or integer dtype"):
+        jaxconv.conv2d_grad_bias(zeros((2, 3, 3), bool))
 
 
 def test_nan_input_is_not_an_error():

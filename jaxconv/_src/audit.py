@@ -1,25 +1,30 @@
 """The gradient audit behind `python -m jaxconv.check`: hand-derived against automatic.
 
-For one convolution configuration, `compare` takes ∂L/∂X, ∂L/∂W and ∂L/∂b from `jax.vjp` of
-the function under audit (`jaxconv.conv2d`, whose custom_vjp runs the hand-derived rules),
+For one convolution configuration (1, 2 or 3 spatial axes; real or complex), `compare` takes
+∂L/∂X, ∂L/∂W and ∂L/∂b from `jax.vjp` of the function under audit (`jaxconv.conv`, whose
+custom_vjp runs the hand-derived rules),
 under every plan `jaxconv.supported` lists for the configuration (the plain rules, each
 family of forms, chunked ones, and the plan `choose` picks on each platform), and compares
 them with independent references:
 
-- "naive": `jax.vjp` of `jaxconv.conv2d_reference` (eq. 6 as index gathers, plain autodiff);
-- "lax": `jax.vjp` of `lax.conv_general_dilated` plus bias (`jaxconv.conv2d_xla`);
-- "fd": central finite differences in float64 of the audited function's own forward pass
-  (its default plan), along random directions v: <∂L/∂Z, (f(p + εv) − f(p − εv)) / 2ε>
-  against <grad, v>;
-- "torch": PyTorch autograd of `torch.nn.functional.conv2d`, optional.
+- "naive": `jax.vjp` of `jaxconv.conv_reference` (eq. 6 as index gathers, plain autodiff);
+- "lax": `jax.vjp` of `lax.conv_general_dilated` plus bias (`jaxconv.conv_xla`);
+- "fd": central finite differences in float64 (complex128) of the audited function's own
+  forward pass (its default plan), along random directions v:
+  Σ ∂L/∂Z · (f(p + εv) − f(p − εv)) / 2ε against Σ grad · v;
+- "torch": PyTorch autograd of `torch.nn.functional.conv1d/2d/3d`, optional.
 
-The error of a gradient against a reference is max|manual − ref| / max(max|ref|, tiny).
+Complex gradients follow JAX's convention, the transpose of the linear map with no
+conjugation; PyTorch's are the conjugate of JAX's (for the conjugated cotangent), and are
+compared so. The error of a gradient against a reference is max|manual − ref| /
+max(max|ref|, tiny).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -30,11 +35,11 @@ from jax import lax
 
 from jaxconv._src.compat import fast_compile_options
 from jaxconv._src.evaluation.plan import SHALLOW_MAX_DEPTH, Plan, choose, supported
-from jaxconv._src.geometry import conv_geometry
+from jaxconv._src.geometry import LAYOUTS, SPATIAL_RANKS, conv_geometry, is_channels_first
 
 GRADS = ("dX", "dW", "db")
 REFERENCES = ("naive", "lax", "fd", "torch")
-DTYPES = ("float64", "float32")
+DTYPES = ("float64", "float32", "complex128", "complex64")
 FD_EPS = 1e-6
 
 
@@ -45,30 +50,47 @@ class Tolerance(NamedTuple):
     fd: float  # finite differences: rounding of f(p ± εv) divided by 2ε
 
 
-TOLERANCES = {"float64": Tolerance(exact=1e-10, fd=1e-6), "float32": Tolerance(1e-4, 1e-4)}
+TOLERANCES = {
+    "float64": Tolerance(exact=1e-10, fd=1e-6),
+    "float32": Tolerance(1e-4, 1e-4),
+    "complex128": Tolerance(exact=1e-10, fd=1e-6),
+    "complex64": Tolerance(1e-4, 1e-4),
+}
+
+
+def _wide(dtype: str) -> str:
+    """The 64-bit dtype of the finite differences: float64, or complex128 for complex."""
+    return "complex128" if dtype.startswith("complex") else "float64"
 
 
 @dataclasses.dataclass(frozen=True)
 class AuditConfig:
-    """One convolution to audit: operand shapes in `layout` and the `conv2d` arguments.
+    """One convolution to audit: operand shapes in `layout` and the `jaxconv.conv` arguments.
 
     Attributes:
-      x_shape: (N, C, H, W) for "NCHW", (N, H, W, C) for "NHWC".
-      w_shape: (O, C//groups, kh, kw) for "NCHW", (kh, kw, C//groups, O) for "NHWC".
-      stride, padding, dilation, groups, layout: as in `jaxconv.conv2d`.
+      x_shape: (N, C, *spatial) channels-first ("NCW", "NCHW", "NCDHW"), (N, *spatial, C)
+        channels-last.
+      w_shape: (O, C//groups, *k) channels-first, (*k, C//groups, O) channels-last.
+      stride, padding, dilation, groups, layout: as in `jaxconv.conv`; the layout's rank is
+        the configuration's.
     """
 
     x_shape: tuple[int, ...]
     w_shape: tuple[int, ...]
-    stride: tuple[int, int] = (1, 1)
+    stride: int | tuple[int, ...] = 1
     padding: Any = "VALID"
-    dilation: tuple[int, int] = (1, 1)
+    dilation: int | tuple[int, ...] = 1
     groups: int = 1
     layout: str = "NCHW"
 
     @property
+    def rank(self) -> int:
+        """The number of spatial axes."""
+        return len(self.layout) - 2
+
+    @property
     def kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of `jaxconv.conv2d` for this configuration."""
+        """The keyword arguments of `jaxconv.conv` for this configuration."""
         return dict(
             stride=self.stride,
             padding=self.padding,
@@ -80,18 +102,23 @@ class AuditConfig:
     @property
     def out_channels(self) -> int:
         """O."""
-        return self.w_shape[0] if self.layout == "NCHW" else self.w_shape[-1]
+        return self.w_shape[0] if is_channels_first(self.layout) else self.w_shape[-1]
+
+    @property
+    def geometry(self):
+        """The resolved geometry; raises ValueError if the configuration is invalid."""
+        return conv_geometry("AuditConfig", self.x_shape, self.w_shape, rank=None, **self.kwargs)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
         """Shape of Z (and of ∂L/∂Z); raises ValueError if the configuration is invalid."""
-        geom = conv_geometry("AuditConfig", self.x_shape, self.w_shape, **self.kwargs)
-        return geom.output_shape(self.x_shape[:1])
+        return self.geometry.output_shape(self.x_shape[:1])
 
     def describe(self) -> str:
         """A one-line summary, e.g. `NCHW x(2,3,9,8) w(4,3,3,2) s(2,1) pSAME d(1,2) g1`."""
 
         def ints(t):
+            t = (t,) * self.rank if isinstance(t, int) else t
             return "(" + ",".join(str(v) for v in t) + ")"
 
         pad = self.padding
@@ -182,38 +209,42 @@ class ComparisonResult(NamedTuple):
         return tuple(str(p) for p in self.plans if str(p) in failed)
 
 
-def random_config(rng: np.random.Generator) -> AuditConfig:
-    """Draws a random valid configuration whose output is never empty.
+def random_config(rng: np.random.Generator, rank: int = 2) -> AuditConfig:
+    """Draws a random valid configuration of `rank` spatial axes whose output is never empty.
 
-    Stride and dilation 1–3 per axis, kernel 1–4 per axis, every padding form ("VALID",
-    "SAME", "SAME_LOWER", an int, a pair, ((lo, hi), (lo, hi)) with negative = crop), both
-    layouts, batch 1–3, and one of five kinds of channels, so that every form of the rules
-    is drawn: groups 1 or 2 with 1–3 channels each (the shallow forms), depthwise (groups =
-    C, with a channel multiplier of 1 or 2), "deep" (groups 1 or 2, more than 36 terms per
-    output: the GEMM forms) and "winograd" (3×3, stride 1, one group of 5–8 channels:
-    F(2×2, 3×3), by phases when dilated). Whatever a configuration's size, `compare` audits
-    every plan `jaxconv.supported` lists for it, the chunked and Winograd ∂L/∂W ones
-    included. H and W are drawn independently from the smallest
-    size that keeps at least one output row (and one input row after any crop) up to 7 more.
+    Stride and dilation 1–3 per axis, kernel 1–4 per axis (1–3 in 3-D), every padding form
+    ("VALID", "SAME", "SAME_LOWER", an int, one int per axis, a (lo, hi) pair per axis with
+    negative = crop), both layouts of the rank, batch 1–3, and one of five kinds of channels,
+    so that every form of the rules is drawn: groups 1 or 2 with 1–3 channels each (the
+    shallow forms), depthwise (groups = C, with a channel multiplier of 1 or 2), "deep"
+    (groups 1 or 2, more than 36 terms per output: the GEMM forms) and, in 2-D, "winograd"
+    (3×3, stride 1, one group of 5–8 channels: F(2×2, 3×3), by phases when dilated).
+    Whatever a configuration's size, `compare` audits every plan `jaxconv.supported` lists
+    for it, the chunked and Winograd ∂L/∂W ones included. The sizes are drawn per axis from
+    the smallest that keeps at least one output row (and one input row after any crop) up
+    to 7 more (3 more in 3-D). In 2-D the draws are those of the 2-D audit before every rank.
 
     Args:
       rng: the generator to draw from.
+      rank: 1, 2 or 3.
 
     Returns:
       The configuration.
     """
-    layout = str(rng.choice(["NCHW", "NHWC"]))
-    kind = str(rng.choice(["one", "two", "depthwise", "deep", "winograd"]))
-    k = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
-    stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    layout = str(rng.choice(list(LAYOUTS[rank])))
+    kinds = ["one", "two", "depthwise", "deep"] + (["winograd"] if rank == 2 else [])
+    kind = str(rng.choice(kinds))
+    largest = 5 if rank < 3 else 4
+    k = tuple(int(rng.integers(1, largest)) for _ in range(rank))
+    stride = tuple(int(rng.integers(1, 4)) for _ in range(rank))
     if kind == "winograd":
         k, stride = (3, 3), (1, 1)
-    dilation = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    dilation = tuple(int(rng.integers(1, 4)) for _ in range(rank))
     if kind == "depthwise":
         groups, c_per_group = int(rng.integers(2, 5)), 1
     elif kind == "deep":  # more terms per output than the shallow forms take
         groups = int(rng.integers(1, 3))
-        c_per_group = SHALLOW_MAX_DEPTH // (k[0] * k[1]) + int(rng.integers(1, 4))
+        c_per_group = SHALLOW_MAX_DEPTH // math.prod(k) + int(rng.integers(1, 4))
     elif kind == "winograd":
         groups, c_per_group = 1, int(rng.integers(5, 9))
     else:
@@ -224,34 +255,35 @@ def random_config(rng: np.random.Generator) -> AuditConfig:
     padding: Any
     if form == "int":
         padding = int(rng.integers(-1, 4))
-        pads = [(padding, padding)] * 2
-    elif form == "pair":
-        padding = (int(rng.integers(-1, 4)), int(rng.integers(-1, 4)))
+        pads = [(padding, padding)] * rank
+    elif form == "pair":  # one int per axis
+        padding = tuple(int(rng.integers(-1, 4)) for _ in range(rank))
         pads = [(p, p) for p in padding]
     elif form == "explicit":
-        padding = tuple((int(rng.integers(-2, 4)), int(rng.integers(-2, 4))) for _ in range(2))
+        padding = tuple((int(rng.integers(-2, 4)), int(rng.integers(-2, 4))) for _ in range(rank))
         pads = list(padding)
     else:
-        padding, pads = form, [(0, 0)] * 2
-    hw = []
+        padding, pads = form, [(0, 0)] * rank
+    size = []
     for kk, d, (lo, hi) in zip(k, dilation, pads):
         # SAME pads up to the kernel, so any size works; otherwise the padded (or cropped)
         # input must hold the dilated kernel, and a crop must leave at least one row.
         smallest = 1
         if form not in ("SAME", "SAME_LOWER"):
             smallest = max(1, d * (kk - 1) + 1 - lo - hi, 1 + max(-lo, 0) + max(-hi, 0))
-        hw.append(int(rng.integers(smallest, smallest + 8)))
+        size.append(int(rng.integers(smallest, smallest + (8 if rank < 3 else 4))))
     n = int(rng.integers(1, 4))
-    if layout == "NCHW":
-        x_shape, w_shape = (n, c, *hw), (o, c // groups, *k)
+    if is_channels_first(layout):
+        x_shape, w_shape = (n, c, *size), (o, c // groups, *k)
     else:
-        x_shape, w_shape = (n, *hw, c), (*k, c // groups, o)
+        x_shape, w_shape = (n, *size, c), (*k, c // groups, o)
     return AuditConfig(x_shape, w_shape, stride, padding, dilation, groups, layout)
 
 
 def _error(reference: str, grad: str, manual, expected, tolerance: float) -> GradError:
-    manual = np.asarray(manual, np.float64)
-    expected = np.asarray(expected, np.float64)
+    manual, expected = np.asarray(manual), np.asarray(expected)
+    wide = np.complex128 if np.iscomplexobj(manual) or np.iscomplexobj(expected) else np.float64
+    manual, expected = manual.astype(wide), expected.astype(wide)
     max_abs = float(np.max(np.abs(manual - expected), initial=0.0))
     scale = max(float(np.max(np.abs(expected), initial=0.0)), np.finfo(np.float64).tiny)
     max_rel = max_abs / scale
@@ -264,34 +296,39 @@ def _vjp(fn: Callable, x, w, b, cot, kwargs) -> tuple[jax.Array, jax.Array, jax.
 
 
 def _torch_grads(config: AuditConfig, x, w, b, cot, dtype: str) -> dict[str, np.ndarray]:
-    """PyTorch autograd of the same convolution, in `dtype`; padding applied with F.pad."""
+    """PyTorch autograd of the same convolution (F.conv1d/2d/3d), in `dtype`; padding
+    applied with F.pad. Complex: PyTorch's gradient for the conjugated cotangent, conjugated,
+    which is JAX's convention."""
     import torch
     import torch.nn.functional as F
 
-    geom = conv_geometry("check", config.x_shape, config.w_shape, **config.kwargs)
-    nchw = config.layout == "NCHW"
+    geom, rank = config.geometry, config.rank
+    first = is_channels_first(config.layout)
+    to_first, to_kernel = (0, rank + 1, *range(1, rank + 1)), (rank + 1, rank, *range(rank))
+    from_first, from_kernel = np.argsort(to_first), np.argsort(to_kernel)
+    complex_ = dtype.startswith("complex")
 
-    def tensor(a, to_nchw):
+    def tensor(a, order):
         a = np.asarray(a, dtype)
-        return torch.from_numpy(np.ascontiguousarray(a if nchw else a.transpose(*to_nchw)))
+        return torch.from_numpy(np.ascontiguousarray(a if first else a.transpose(*order)))
 
-    tx = tensor(x, (0, 3, 1, 2)).requires_grad_(True)
-    tw = tensor(w, (3, 2, 0, 1)).requires_grad_(True)
+    tx = tensor(x, to_first).requires_grad_(True)
+    tw = tensor(w, to_kernel).requires_grad_(True)
     tb = torch.from_numpy(np.asarray(b, dtype)).requires_grad_(True)
-    (lo_h, hi_h), (lo_w, hi_w) = geom.padding  # SAME / SAME_LOWER resolved, asymmetric
-    z = F.conv2d(
-        F.pad(tx, (lo_w, hi_w, lo_h, hi_h)),  # negative entries crop, as in jaxconv
-        tw,
-        tb,
-        stride=geom.stride,
-        dilation=geom.dilation,
-        groups=geom.groups,
+    # F.pad takes the last axis first; negative entries crop, as in jaxconv.
+    pads = [side for lo_hi in reversed(geom.padding) for side in lo_hi]
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[rank]
+    z = conv(
+        F.pad(tx, pads), tw, tb, stride=geom.stride, dilation=geom.dilation, groups=geom.groups
     )
-    tdx, tdw, tdb = torch.autograd.grad(z, (tx, tw, tb), tensor(cot, (0, 3, 1, 2)))
-    dx, dw = tdx.numpy(), tdw.numpy()
-    if not nchw:
-        dx, dw = dx.transpose(0, 2, 3, 1), dw.transpose(2, 3, 1, 0)
-    return {"dX": dx, "dW": dw, "db": tdb.numpy()}
+    t_cot = tensor(np.conj(cot) if complex_ else cot, to_first)
+    grads = [g.numpy() for g in torch.autograd.grad(z, (tx, tw, tb), t_cot)]
+    if complex_:
+        grads = [np.conj(g) for g in grads]
+    dx, dw, db = grads
+    if not first:
+        dx, dw = dx.transpose(*from_first), dw.transpose(*from_kernel)
+    return {"dX": dx, "dW": dw, "db": db}
 
 
 def compare(
@@ -314,17 +351,19 @@ def compare(
     the same rounded operands. L = <∂L/∂Z, Z> is linear in each of x, w and b, so central
     differences have no truncation error: what remains is the rounding of L divided by 2ε.
 
-    Tolerances (max relative error, `TOLERANCES`): float64 1e-10 for naive / lax / torch and
-    1e-6 for finite differences; float32 1e-4 for all.
+    Tolerances (max relative error, `TOLERANCES`): float64 and complex128 1e-10 for naive /
+    lax / torch and 1e-6 for finite differences; float32 and complex64 1e-4 for all. Complex
+    operands have independent real and imaginary parts, and the finite differences run in
+    complex128.
 
     Args:
       config: the convolution.
-      dtype: "float64" or "float32".
+      dtype: "float64", "float32", "complex128" or "complex64".
       seed: seed of the operands, cotangent and directions.
-      conv: the function under audit, with `jaxconv.conv2d`'s signature; by default
-        `jaxconv.conv2d` under each of `plans`. Tests inject a custom_vjp with a
+      conv: the function under audit, with `jaxconv.conv`'s signature; by default
+        `jaxconv.conv` under each of `plans`. Tests inject a custom_vjp with a
         deliberately wrong rule.
-      plans: the plans to audit `jaxconv.conv2d` under; by default every plan
+      plans: the plans to audit `jaxconv.conv` under; by default every plan
         `jaxconv.supported` lists for the configuration. Not with `conv`.
       use_torch: also compare with PyTorch autograd (torch must be importable).
       fd_directions: random directions per operand for the finite differences.
@@ -352,10 +391,10 @@ def compare(
     kwargs = config.kwargs
     audited: dict[str, Callable[..., jax.Array]]
     if conv is None:
-        geom = conv_geometry("compare", config.x_shape, config.w_shape, **kwargs)
-        plans = supported(geom) if plans is None else tuple(plans)
-        default = choose(geom, jax.default_backend())
-        audited = {str(p): functools.partial(jaxconv.conv2d, plan=p) for p in plans}
+        geom = config.geometry
+        plans = supported(geom, dtype) if plans is None else tuple(plans)
+        default = choose(geom, jax.default_backend(), dtype)
+        audited = {str(p): functools.partial(jaxconv.conv, plan=p) for p in plans}
         plan_objects: tuple[Plan | str, ...] = tuple(plans)
         default_name = str(default) if default in plans else str(plans[0])
         fd_conv = audited[default_name]
@@ -364,15 +403,22 @@ def compare(
         plan_objects = ("custom",)
     rng = np.random.default_rng(seed)
     shapes = (config.x_shape, config.w_shape, (config.out_channels,), config.output_shape)
+    wide = _wide(dtype)
+
+    def normal(shape):
+        if dtype.startswith("complex"):
+            return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+        return rng.standard_normal(shape)
+
     # Rounded to `dtype` first, so every reference sees exactly the operands `conv` sees.
-    x, w, b, cot = (rng.standard_normal(s).astype(dtype).astype(np.float64) for s in shapes)
+    x, w, b, cot = (normal(s).astype(dtype).astype(wide) for s in shapes)
 
     def all_vjps(x, w, b, cot):
         refs: list[Callable[..., jax.Array]] = [*audited.values()]
-        refs += [jaxconv.conv2d_reference, jaxconv.conv2d_xla]
+        refs += [jaxconv.conv_reference, jaxconv.conv_xla]
         return [_vjp(f, x, w, b, cot, kwargs) for f in refs]
 
-    with jax.enable_x64(dtype == "float64"):
+    with jax.enable_x64(dtype in ("float64", "complex128")):
         computed = jax.jit(all_vjps, compiler_options=fast_compile_options())(
             *(jnp.asarray(a, dtype) for a in (x, w, b, cot))
         )
@@ -390,12 +436,12 @@ def compare(
         for grad in GRADS
     ]
 
-    directions = [rng.standard_normal((fd_directions, *s)) for s in shapes[:3]]
+    directions = [normal((fd_directions, *s)) for s in shapes[:3]]
     numeric = _directional_derivatives(fd_conv, kwargs, (x, w, b, cot), directions, fd_eps)
     for plan, manual in by_plan.items():
         for grad, v, fd in zip(GRADS, directions, numeric):
-            # <grad, v> for each direction, in float64.
-            analytic = np.tensordot(v, np.asarray(manual[grad], np.float64), manual[grad].ndim)
+            # Σ grad · v for each direction (no conjugation), in float64 or complex128.
+            analytic = np.tensordot(v, np.asarray(manual[grad], wide), manual[grad].ndim)
             errors.append(_error("fd", grad, analytic, fd, tolerance.fd)._replace(plan=plan))
     order = list(audited)
     errors.sort(
@@ -407,11 +453,12 @@ def compare(
 
 
 def _directional_derivatives(conv, kwargs, operands, directions, eps) -> list[np.ndarray]:
-    """(L(p + εv) − L(p − εv)) / 2ε for L = <cot, conv(x, w, b)>, p each of x, w, b, in f64."""
+    """(L(p + εv) − L(p − εv)) / 2ε for L = Σ cot · conv(x, w, b) (bilinear: no conjugate),
+    p each of x, w, b, in float64 or complex128 (the operands' own 64-bit dtype)."""
 
     def loss(point, cot):
         x, w, b = point
-        return jnp.vdot(cot, conv(x, w, b, **kwargs))
+        return jnp.sum(cot * conv(x, w, b, **kwargs))
 
     @functools.partial(jax.jit, compiler_options=fast_compile_options())
     def along(x, w, b, cot, vx, vw, vb):
@@ -428,7 +475,7 @@ def _directional_derivatives(conv, kwargs, operands, directions, eps) -> list[np
         return out
 
     with jax.enable_x64(True):
-        args = [jnp.asarray(a, jnp.float64) for a in (*operands, *directions)]
+        args = [jnp.asarray(a) for a in (*operands, *directions)]
         return [np.asarray(d) for d in along(*args)]
 
 
@@ -439,17 +486,21 @@ def run(
     dtype: str = "float64",
     use_torch: bool = False,
     conv: Callable | None = None,
+    ranks: Sequence[int] = SPATIAL_RANKS,
     on_result: Callable[[int, ComparisonResult], None] | None = None,
     clear_caches_every: int | None = 50,
 ) -> list[ComparisonResult]:
-    """Audits `n` random configurations drawn from `seed` (see `random_config`).
+    """Audits `n` random configurations drawn from `seed` (see `random_config`), their ranks
+    taken in turn from `ranks`.
 
     Args:
       n: number of configurations.
       seed: seed of the configurations and of each configuration's operand seed.
-      dtype: "float64" or "float32".
+      dtype: "float64", "float32", "complex128" or "complex64".
       use_torch: also compare with PyTorch autograd.
-      conv: the function under audit (default `jaxconv.conv2d`).
+      conv: the function under audit (default `jaxconv.conv`).
+      ranks: the spatial ranks to draw, configuration i of rank ranks[i % len(ranks)]; with
+        (2,) the configurations are those of the 2-D audit before every rank.
       on_result: called with (index, result) as each configuration finishes.
       clear_caches_every: call `jax.clear_caches()` after every this many configurations
         (None: never). Each configuration compiles functions for its own shapes that are
@@ -461,7 +512,7 @@ def run(
     rng = np.random.default_rng(seed)
     results = []
     for i in range(n):
-        config = random_config(rng)
+        config = random_config(rng, ranks[i % len(ranks)])
         operand_seed = int(rng.integers(2**31))
         result = compare(config, dtype=dtype, seed=operand_seed, conv=conv, use_torch=use_torch)
         results.append(result)
@@ -518,11 +569,14 @@ def audited_forms(results: Sequence[ComparisonResult]) -> dict[str, int]:
 
 
 def _tile(kernel: np.ndarray, layout: str) -> np.ndarray:
-    """A kernel as one 2-D image: rows (out-channel, kh), columns (in-channel, kw)."""
-    if layout == "NHWC":
-        kernel = kernel.transpose(3, 2, 0, 1)  # HWIO -> OIHW
-    o, i, kh, kw = kernel.shape
-    return kernel.transpose(0, 2, 1, 3).reshape(o * kh, i * kw)
+    """A kernel of any rank as one 2-D image: rows (out-channel, every kernel axis but the
+    last: kh in 2-D, (kd, kh) in 3-D, none in 1-D), columns (in-channel, kw)."""
+    if not is_channels_first(layout):
+        kernel = np.moveaxis(kernel, (-1, -2), (0, 1))  # (*k, I, O) -> (O, I, *k)
+    o, i, *k = kernel.shape
+    rows = math.prod(k[:-1])
+    tiled = kernel.reshape(o, i, rows, k[-1]).transpose(0, 2, 1, 3)
+    return tiled.reshape(o * rows, i * k[-1])
 
 
 def plot(results: Sequence[ComparisonResult], path: str, *, index: int | None = None) -> None:
@@ -549,9 +603,11 @@ def plot(results: Sequence[ComparisonResult], path: str, *, index: int | None = 
         index = max(range(len(results)), key=lambda i: results[i].manual["dW"].size)
     shown = results[index]
     layout = shown.config.layout
-    manual = _tile(shown.manual["dW"].astype(np.float64), layout)
-    auto = _tile(shown.automatic["lax"]["dW"].astype(np.float64), layout)
-    kh, kw = shown.config.w_shape[2:] if layout == "NCHW" else shown.config.w_shape[:2]
+    # Complex kernels are shown by their real parts.
+    manual = _tile(np.real(shown.manual["dW"]).astype(np.float64), layout)
+    auto = _tile(np.real(shown.automatic["lax"]["dW"]).astype(np.float64), layout)
+    k = shown.config.geometry.kernel_size
+    kh, kw = math.prod(k[:-1]), k[-1]
 
     fig = plt.figure(figsize=(13, 9), layout="constrained")
     grid = fig.add_gridspec(2, 3, height_ratios=[1, 1])
@@ -559,7 +615,7 @@ def plot(results: Sequence[ComparisonResult], path: str, *, index: int | None = 
     diff = manual - auto
     biggest = float(np.abs(diff).max())
     panels = (
-        (manual, "hand-derived ∂L/∂W\n(jax.vjp of conv2d: custom_vjp rules)", limit),
+        (manual, "hand-derived ∂L/∂W\n(jax.vjp of conv: custom_vjp rules)", limit),
         (auto, "automatic ∂L/∂W\n(jax.vjp of lax.conv_general_dilated)", limit),
         (diff, f"difference (hand − automatic)\nmax |·| = {biggest:.1e}", biggest or 1.0),
     )

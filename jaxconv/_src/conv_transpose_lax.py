@@ -94,7 +94,8 @@ def conv_transpose(
       transpose_kernel: flip the kernel's spatial axes and swap its feature axes, which
         makes this the gradient of a forward convolution with that kernel.
       precision: of the contractions, forward and backward.
-      preferred_element_type: accumulate in this floating dtype and return it.
+      preferred_element_type: accumulate in this dtype and return it, as for
+        `conv_general_dilated`.
       use_consistent_padding: read explicit `padding` as the forward convolution's, as
         PyTorch does (lax's flag).
       plan: how jaxconv evaluates the rules (keyword-only), as for `conv2d`.
@@ -104,7 +105,8 @@ def conv_transpose(
 
     Raises:
       ValueError, TypeError: naming the argument, before computing, where lax would raise
-        and where jaxconv cannot follow lax (no spatial dimension, or more than three).
+        and where jaxconv cannot follow lax (no spatial dimension, more than three, or
+        boolean operands).
 
     Examples:
       >>> import jax.numpy as jnp

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from jaxconv._src import geometry as geo
 from jaxconv._src import layout as lay
@@ -74,8 +76,16 @@ def _conv_fwd(x, w, b, geom, plan, precision):
     return _forward(x, w, b, geom, plan, precision, backward_follows=True), (x, w, b)
 
 
+def integer_cotangents(*primals: jax.Array | None) -> tuple:
+    """The cotangents JAX gives integer operands, float0 zeros (None for no bias), without
+    evaluating a rule: integers have no gradient."""
+    return tuple(None if p is None else np.zeros(p.shape, jax.dtypes.float0) for p in primals)
+
+
 def _conv_bwd(geom, plan, precision, residuals, g):
     x, w, b = residuals
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        return integer_cotangents(x, w, b)
     rank, layout = geom.input_rank, geom.layout
     g = lay.to_batched(g, layout, rank)
     dx, dw = _backward(
@@ -157,7 +167,7 @@ def _convolve(
     config = dict(stride=stride, dilation=dilation, groups=groups, layout=layout, rank=rank)
     geom = geo.resolve_conv(op, x, w, b, padding=padding, **config)
     mode = pm.check_padding_mode(op, padding_mode, geom)
-    plan, precision = ev.check_plan(op, plan, geom), ev.check_precision(op, precision)
+    plan, precision = ev.check_plan(op, plan, geom, x.dtype), ev.check_precision(op, precision)
     if mode != "zeros":
         x = pm.pad_input(x, geom, mode)
         geom = geo.resolve_conv(op, x, w, b, padding=0, **config)
@@ -440,7 +450,7 @@ def _grad_input_call(op, rank, g, w, x_shape, *, plan, precision, **config) -> j
     geo.check_operands(op, "g", g, "w", w)
     geom = geo.conv_geometry(op, x_shape, w.shape, x_name="x_shape", rank=rank, **config)
     geo.check_cotangent(op, g.shape, geom, f"`x_shape` {tuple(x_shape)} and `w` {w.shape}")
-    plan = ev.check_plan(op, plan, geom)
+    plan = ev.check_plan(op, plan, geom, g.dtype)
     return _grad_input(g, w, geom, plan, ev.check_precision(op, precision))
 
 
@@ -449,7 +459,7 @@ def _grad_kernel_call(op, rank, x, g, w_shape, *, plan, precision, **config) -> 
     geo.check_operands(op, "x", x, "g", g)
     geom = geo.conv_geometry(op, x.shape, w_shape, rank=rank, **config)
     geo.check_cotangent(op, g.shape, geom, f"`x` {x.shape} and `w_shape` {tuple(w_shape)}")
-    plan = ev.check_plan(op, plan, geom)
+    plan = ev.check_plan(op, plan, geom, x.dtype)
     return _grad_kernel(x, g, geom, plan, ev.check_precision(op, precision))
 
 
@@ -459,7 +469,7 @@ def _grad_bias_call(op: str, g, layout, rank: int | None) -> jax.Array:
         layout = geo.LAYOUTS[geo.check_rank(op, "g", g.ndim - 2, tuple(g.shape))][0]
     layout = geo.normalize_layout(op, layout, rank)
     n = geo.spatial_rank_of(layout)
-    geo.check_floating(op, "g", g.dtype)
+    geo.check_dtype(op, "g", g.dtype)
     if g.ndim not in (n, n + 1, n + 2):
         raise ValueError(
             f"{op}: `g` must be {n}-D, {n + 1}-D or {n + 2}-D, got shape {tuple(g.shape)}."

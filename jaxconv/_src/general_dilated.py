@@ -138,7 +138,9 @@ def conv_general_dilated(
       batch_group_count: groups of the batch, each with its own output channels; at most one
         of the two counts above 1.
       precision: of the contractions, forward and backward (`conv2d`'s `precision`).
-      preferred_element_type: accumulate in this floating dtype and return it.
+      preferred_element_type: accumulate in this dtype and return it: a wider integer or a
+        floating dtype for integer operands (int8 → int32 is exact), a wider floating or
+        complex one for floating or complex operands, as lax takes it.
       out_sharding: where the result is placed (`jax.sharding.reshard`), as lax does.
       plan: how jaxconv evaluates the rules, as for `conv2d` (keyword-only).
 
@@ -148,7 +150,8 @@ def conv_general_dilated(
 
     Raises:
       ValueError, TypeError: naming the argument, before computing, where lax would raise
-        and where jaxconv cannot follow lax (no spatial dimension, or more than three).
+        and where jaxconv cannot follow lax (no spatial dimension, more than three, or
+        boolean operands).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -164,8 +167,7 @@ def conv_general_dilated(
     geo.check_operands(OP, "lhs", lhs, "rhs", rhs)
     out_dtype = lhs.dtype
     if preferred_element_type is not None:
-        out_dtype = jnp.dtype(preferred_element_type)
-        geo.check_floating(OP, "preferred_element_type", out_dtype)
+        out_dtype = geo.check_preferred_element_type(OP, lhs.dtype, preferred_element_type)
     lhs_perm, rhs_perm, out_perm = _permutations(dimension_numbers, lhs.ndim)
     strides = geo.spatial_tuple(OP, "window_strides", window_strides, rank, None)
     input_dilation = geo.spatial_tuple(OP, "lhs_dilation", lhs_dilation, rank, 1)
@@ -201,7 +203,7 @@ def conv_general_dilated(
         size = x.shape[2:]
         x = x.reshape(batches, n // batches, c, *size).transpose(1, 0, *range(2, rank + 3))
         x = x.reshape(n // batches, batches * c, *size)
-    if jnp.promote_types(x.dtype, out_dtype) == out_dtype != x.dtype:
+    if out_dtype != x.dtype:
         x, w = x.astype(out_dtype), w.astype(out_dtype)  # accumulate in the wider dtype
     geom = geo.conv_geometry(
         OP,
@@ -216,7 +218,7 @@ def conv_general_dilated(
         input_dilation=input_dilation,
         rank=rank,
     )
-    plan, precision = ev.check_plan(OP, plan, geom), ev.check_precision(OP, precision)
+    plan, precision = ev.check_plan(OP, plan, geom, x.dtype), ev.check_precision(OP, precision)
     z = _conv_jit(x, w, None, geom, plan, precision)
     out = jnp.transpose(z, tuple(int(k) for k in np.argsort(out_perm))).astype(out_dtype)
     return out if out_sharding is None else jax.sharding.reshard(out, out_sharding)

@@ -298,10 +298,59 @@ def resolve_padding(
     )
 
 
+def dtype_kind(dtype) -> str:
+    """ "floating", "complex" or "integer" (signed or unsigned): the kinds of dtype jaxconv
+    computes, as lax does; "other" for anything else (bool, strings, ...)."""
+    for kind, parent in (
+        ("floating", jnp.floating),
+        ("complex", jnp.complexfloating),
+        ("integer", jnp.integer),
+    ):
+        if jnp.issubdtype(dtype, parent):
+            return kind
+    return "other"
+
+
 def check_floating(op: str, name: str, dtype) -> None:
     """Raises TypeError unless `dtype` is a real floating dtype."""
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"{op}: `{name}` must have a real floating dtype, got {np.dtype(dtype)}.")
+
+
+def check_dtype(op: str, name: str, dtype) -> None:
+    """Raises TypeError unless `dtype` is a floating, complex or integer dtype."""
+    if dtype_kind(dtype) == "other":
+        raise TypeError(
+            f"{op}: `{name}` must have a floating, complex or integer dtype, got {np.dtype(dtype)}."
+        )
+
+
+def check_preferred_element_type(op: str, dtype, preferred) -> jnp.dtype:
+    """`preferred` (lax's `preferred_element_type`) as a dtype, checked as lax checks it for
+    operands of `dtype`: integers may ask for a wider integer or a floating dtype, floating
+    for a wider floating one, complex for a wider complex one.
+
+    Raises:
+      TypeError: naming the argument and both dtypes.
+    """
+    try:
+        preferred = jnp.dtype(preferred)
+    except TypeError:
+        raise TypeError(f"{op}: `preferred_element_type` is not a dtype: {preferred!r}.") from None
+    kind, wanted = dtype_kind(dtype), dtype_kind(preferred)
+    allowed = {"integer": ("integer", "floating"), "floating": ("floating",)}.get(kind, (kind,))
+    if wanted not in allowed:
+        raise TypeError(
+            f"{op}: `preferred_element_type` {preferred} does not fit operands of dtype "
+            f"{np.dtype(dtype)}: as in lax, integer operands take an integer or floating one, "
+            "floating a floating one, complex a complex one."
+        )
+    if preferred.itemsize < np.dtype(dtype).itemsize:
+        raise TypeError(
+            f"{op}: `preferred_element_type` {preferred} is narrower than the operands' "
+            f"{np.dtype(dtype)} (lax refuses it too)."
+        )
+    return preferred
 
 
 def normalize_string(op: str, name: str, value, choices: tuple[str, ...]) -> str:
@@ -692,11 +741,23 @@ def conv_transpose_geometry(
     return tuple(out_size), pads
 
 
-def check_bias(op: str, b, geom: ConvGeometry) -> None:
-    """Raises unless `b` is None or a floating array of shape (O,)."""
+def check_bias_dtype(op: str, b, x_dtype) -> None:
+    """Raises unless the bias `b` has a dtype of the kind of the operands' `x_dtype`
+    (floating, complex or integer; any floating width for a floating x)."""
+    check_dtype(op, "b", b.dtype)
+    if dtype_kind(b.dtype) != dtype_kind(x_dtype):
+        raise TypeError(
+            f"{op}: `b` of dtype {b.dtype} does not fit `x` of dtype {np.dtype(x_dtype)}: "
+            "the bias must be of the same kind (floating, complex or integer)."
+        )
+
+
+def check_bias(op: str, b, geom: ConvGeometry, x_dtype) -> None:
+    """Raises unless `b` is None or an array of shape (O,) of a dtype `check_bias_dtype`
+    takes."""
     if b is None:
         return
-    check_floating(op, "b", b.dtype)
+    check_bias_dtype(op, b, x_dtype)
     if tuple(b.shape) != (geom.out_channels,):
         raise ValueError(
             f"{op}: `b` must have shape (O,) = ({geom.out_channels},), got {tuple(b.shape)}."
@@ -717,9 +778,10 @@ def check_cotangent(op: str, g_shape: tuple[int, ...], geom: ConvGeometry, forwa
 
 
 def check_operands(op: str, a_name: str, a, b_name: str, b) -> None:
-    """Raises TypeError unless `a` and `b` have the same real floating dtype."""
-    check_floating(op, a_name, a.dtype)
-    check_floating(op, b_name, b.dtype)
+    """Raises TypeError unless `a` and `b` have the same dtype, floating, complex or integer
+    (lax refuses mixed dtypes too; promoting one would change what its gradient is)."""
+    check_dtype(op, a_name, a.dtype)
+    check_dtype(op, b_name, b.dtype)
     if a.dtype != b.dtype:
         raise TypeError(
             f"{op}: `{a_name}` and `{b_name}` must have the same dtype, "
@@ -772,7 +834,7 @@ def resolve_conv(
         layout=layout,
         rank=rank,
     )
-    check_bias(op, b, geom)
+    check_bias(op, b, geom, x.dtype)
     return geom
 
 
@@ -846,7 +908,7 @@ def resolve_conv_transpose(
         )
     c_out = c_out_per_group * groups
     if b is not None:
-        check_floating(op, "b", b.dtype)
+        check_bias_dtype(op, b, x.dtype)
         if tuple(b.shape) != (c_out,):
             raise ValueError(
                 f"{op}: `b` must have shape (C_out,) = ({c_out},) (C_out//groups × groups = "
@@ -892,11 +954,14 @@ __all__ = [
     "bare_kernel_form",
     "batched_shapes",
     "check_bias",
+    "check_bias_dtype",
     "check_cotangent",
+    "check_dtype",
     "check_floating",
     "check_groups",
     "check_input_rank",
     "check_operands",
+    "check_preferred_element_type",
     "check_rank",
     "check_shape",
     "conv1d_geometry",
@@ -904,6 +969,7 @@ __all__ = [
     "conv3d_geometry",
     "conv_geometry",
     "conv_transpose_geometry",
+    "dtype_kind",
     "is_channels_first",
     "is_int",
     "kernel_form",

@@ -26,7 +26,9 @@ def _naive(op: str, rank: int | None, x, w, b, padding_mode, **config) -> jax.Ar
     b = None if b is None else geo.as_array(op, "b", b)
     geom = geo.resolve_conv(op, x, w, b, rank=rank, **config)
     n = geom.spatial_rank
-    acc = jnp.promote_types(x.dtype, jnp.float32)
+    # Integers wrap as lax's do (mod 2^bits, whatever width sums them); floats in f32 or wider.
+    integer = jnp.issubdtype(x.dtype, jnp.integer)
+    acc = jnp.promote_types(x.dtype, jnp.int32 if integer else jnp.float32)
     x_cl = lay.to_nhwc(x, geom.layout, geom.input_rank).astype(acc)  # (N, *in, C)
     w_cl = lay.kernel_to_hwio(w, geom.layout, geom.input_rank).astype(acc)  # (*k, C/G, O)
 

@@ -25,8 +25,11 @@ Tap = tuple[int, ...]
 
 
 def accumulation_dtype(dtype) -> jnp.dtype:
-    """float32 for half-precision inputs (bf16, f16), the input dtype otherwise."""
-    return jnp.dtype(jnp.float32) if jnp.dtype(dtype).itemsize < 4 else jnp.dtype(dtype)
+    """float32 for half-precision floating inputs (bf16, f16), the input dtype otherwise:
+    integers keep theirs, as lax's result does (wider ones are asked for by converting)."""
+    dtype = jnp.dtype(dtype)
+    half = jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4
+    return jnp.dtype(jnp.float32) if half else dtype
 
 
 def total(terms: Iterable[jax.Array]) -> jax.Array:

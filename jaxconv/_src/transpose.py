@@ -20,9 +20,11 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 
 from jaxconv._src import geometry as geo
 from jaxconv._src import layout as lay
+from jaxconv._src.convolution import integer_cotangents
 from jaxconv._src.evaluation import evaluate as ev
 from jaxconv._src.evaluation import mesh, sharded
 from jaxconv._src.evaluation.evaluate import PlanLike, PrecisionLike
@@ -69,6 +71,8 @@ def _conv_transpose_bwd(geom, plan, precision, residuals, g):
     # The adjoint of the input-gradient rule is the forward correlation (eq. 29); W and b
     # get the kernel rule (eq. 30) and bias rule with ∂L/∂Y in the role of the conv's X.
     x, w, b = residuals
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        return integer_cotangents(x, w, b)
     rank, layout = geom.input_rank, geom.layout
     g = lay.to_batched(g, layout, rank)
     w_hwio, x_b = lay.kernel_to_hwio(w, layout, rank), lay.to_batched(x, layout, rank)
@@ -122,7 +126,7 @@ def _transpose(
         padding_mode=padding_mode,
         rank=rank,
     )
-    plan = ev.check_plan(op, plan, geom)
+    plan = ev.check_plan(op, plan, geom, x.dtype)
     y = _conv_transpose_jit(x, w, b, geom, plan, ev.check_precision(op, precision))
     return y if out_sharding is None else jax.sharding.reshard(y, out_sharding)
 

@@ -64,7 +64,7 @@ def _xla(x, w, b, *, stride, padding, dilation, groups, layout: str) -> jax.Arra
         if first
         else (f"N{letters}C", f"{letters}IO", f"N{letters}C")
     )
-    half = x.dtype.itemsize < 4
+    half = jnp.issubdtype(x.dtype, jnp.floating) and x.dtype.itemsize < 4
     z = lax.conv_general_dilated(
         x,
         w,

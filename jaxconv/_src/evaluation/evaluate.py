@@ -65,14 +65,14 @@ def _form(table: dict, name: str, plan: Plan, **operands) -> tuple[Callable, boo
     return functools.partial(fn, **operands), channels_last
 
 
-def check_plan(op: str, plan, geom: ConvGeometry) -> Plan | Literal["auto"]:
+def check_plan(op: str, plan, geom: ConvGeometry, dtype=None) -> Plan | Literal["auto"]:
     """The plan a call asked for, as a `Plan` or "auto"; raises naming `plan` unless it is
-    "auto", "plain" or a `Plan` whose forms accept `geom`."""
+    "auto", "plain" or a `Plan` whose forms accept `geom` and operands of `dtype`."""
     if isinstance(plan, str) and plan.lower() in ("auto", "plain"):
         return "auto" if plan.lower() == "auto" else PLAIN
     if not isinstance(plan, Plan):
         raise TypeError(f'{op}: `plan` must be "auto", "plain" or a jaxconv.Plan, got {plan!r}.')
-    reason = plan.rejection(geom)
+    reason = plan.rejection(geom, dtype)
     if reason is not None:
         raise ValueError(f"{op}: `plan` ({plan}) does not fit this convolution: {reason}.")
     return plan
@@ -118,8 +118,8 @@ def on_platform(
             return on_platform(plan, geom, None, run, *args, shards=shards)
     if isinstance(plan, Plan) or geom.is_empty:  # nothing to evaluate: any plan will do
         return run(plan if isinstance(plan, Plan) else PLAIN, *args)
-    part = geom.per_device(batch_shards=shards)
-    cpu, gpu, tpu = (choose(part, p) for p in ("cpu", "gpu", "tpu"))
+    part, dtype = geom.per_device(batch_shards=shards), args[0].dtype
+    cpu, gpu, tpu = (choose(part, p, dtype) for p in ("cpu", "gpu", "tpu"))
     if cpu == gpu == tpu:
         return run(cpu, *args)
     branches = {"cpu": functools.partial(run, cpu), "default": functools.partial(run, gpu)}

@@ -17,6 +17,8 @@ import dataclasses
 import math
 from typing import Any
 
+import jax.numpy as jnp
+
 from jaxconv._src.evaluation import shallow
 from jaxconv._src.evaluation import winograd as wg
 from jaxconv._src.geometry import ConvGeometry
@@ -117,8 +119,9 @@ class Plan:
         if self.fold_axes < 1:
             raise ValueError(f"Plan: `fold_axes` must be >= 1, got {self.fold_axes}.")
 
-    def rejection(self, geom: ConvGeometry) -> str | None:
-        """Why one of this plan's forms cannot compute `geom`, or None if all of them can."""
+    def rejection(self, geom: ConvGeometry, dtype=None) -> str | None:
+        """Why one of this plan's forms cannot compute `geom` on operands of `dtype` (None:
+        any floating dtype), or None if all of them can."""
         kernel = f"kernel {geom.kernel_size}, stride {geom.stride}, groups {geom.groups}"
         for name in ("forward", "grad_input", "grad_kernel"):
             form = getattr(self, name)
@@ -126,6 +129,11 @@ class Plan:
                 return (
                     f"{name} form 'winograd' needs a 3×3 kernel, stride 1, one group and an "
                     f"undilated input; {kernel}, input dilation {geom.input_dilation}"
+                )
+            if form == "winograd" and not exact_in_floating_point(dtype):
+                return (
+                    f"{name} form 'winograd' computes in floating point (its transforms "
+                    f"halve), not in {jnp.dtype(dtype)}"
                 )
             if form == "depthwise" and not shallow.accepts_depthwise(geom):
                 return (
@@ -195,7 +203,13 @@ def _gemm_kernel_grad(geom: ConvGeometry) -> str:
     return "gemm-taps" if depth(geom) <= KERNEL_GRAD_ONE_GEMM_MAX_DEPTH else "gemm-rows"
 
 
-def _cpu_plan(geom: ConvGeometry) -> Plan:
+def exact_in_floating_point(dtype) -> bool:
+    """Whether Winograd's transforms, with their halves, may compute operands of `dtype`:
+    floating and complex ones (None: a floating dtype), not integers."""
+    return dtype is None or jnp.issubdtype(dtype, jnp.inexact)
+
+
+def _cpu_plan(geom: ConvGeometry, dtype) -> Plan:
     depthwise = shallow.accepts_depthwise(geom) and geom.groups > 1
     if is_pointwise(geom) and not depthwise:
         # One GEMM (N·H·W, C)·(C, O) on the whole batch, however shallow: no windows to keep
@@ -203,7 +217,7 @@ def _cpu_plan(geom: ConvGeometry) -> Plan:
         # (#pointwise-convolutions).
         return Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel="gemm-taps")
     is_shallow = geom.in_channels == geom.groups or depth(geom) <= SHALLOW_MAX_DEPTH
-    winograd = wg.accepts(geom)
+    winograd = wg.accepts(geom) and exact_in_floating_point(dtype)
     chunk = images_per_chunk(geom, winograd)
     forward: dict[str, Any]
     grad_input: dict[str, Any]
@@ -258,24 +272,29 @@ def platform_kind(platform: str) -> str:
     return kind
 
 
-def choose(geom: ConvGeometry, platform: str = "cpu") -> Plan:
+def choose(geom: ConvGeometry, platform: str = "cpu", dtype=None) -> Plan:
     """The plan measured fastest for `geom` on `platform` (the GPU and TPU plans are not yet
     measured; docs/performance.md says what each platform gets and why).
 
     Args:
       geom: the convolution.
       platform: "cpu", "gpu" (or "cuda", "rocm") or "tpu".
+      dtype: the operands' dtype; None for a floating one. Integer operands get no Winograd
+        form (`exact_in_floating_point`).
 
     Returns:
-      A `Plan` whose forms accept `geom`.
+      A `Plan` whose forms accept `geom` and `dtype`.
     """
-    return _cpu_plan(geom) if platform_kind(platform) == "cpu" else _accelerator_plan(geom)
+    if platform_kind(platform) == "cpu":
+        return _cpu_plan(geom, dtype)
+    return _accelerator_plan(geom)
 
 
-def supported(geom: ConvGeometry) -> tuple[Plan, ...]:
-    """Plans whose forms accept `geom`: the plain plan; one plan per family of forms (GEMMs
-    with ∂L/∂W over all taps and by kernel rows, shallow, depthwise where C/G = 1, Winograd
-    where the kernel is 3×3 at stride 1 with one group); with two images or more, the GEMM,
+def supported(geom: ConvGeometry, dtype=None) -> tuple[Plan, ...]:
+    """Plans whose forms accept `geom` and operands of `dtype` (None: floating): the plain
+    plan; one plan per family of forms (GEMMs with ∂L/∂W over all taps and by kernel rows,
+    shallow, depthwise where C/G = 1, Winograd where the kernel is 3×3 at stride 1 with one
+    group and the dtype not an integer); with two images or more, the GEMM,
     Winograd and depthwise families again in chunks of ⌈N/2⌉ images; and what `choose`
     returns on each platform. No duplicates, in that order.
     """
@@ -289,7 +308,7 @@ def supported(geom: ConvGeometry) -> tuple[Plan, ...]:
     if shallow.accepts_depthwise(geom):
         families.append(Plan(forward="fused", grad_input="depthwise", grad_kernel="depthwise"))
         chunked.append((families[-1], False))
-    if wg.accepts(geom):
+    if wg.accepts(geom) and exact_in_floating_point(dtype):
         families.append(Plan(forward="winograd", grad_input="winograd", grad_kernel="winograd"))
         chunked.append((families[-1], True))
     plans = list(families)
@@ -306,5 +325,5 @@ def supported(geom: ConvGeometry) -> tuple[Plan, ...]:
             )
             for plan, state in chunked
         ]
-    plans += [choose(geom, platform) for platform in PLATFORMS]
+    plans += [choose(geom, platform, dtype) for platform in PLATFORMS]
     return tuple(dict.fromkeys(plans))
