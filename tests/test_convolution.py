@@ -485,7 +485,6 @@ def test_generic_gradient_functions_are_the_vjp_of_xla(case, channels_last):
 
 # A third of the profile's examples (40 in CI): the fixed cases above cover every rank's
 # boundary shapes; 2-D has its own sweep.
-@pytest.mark.slow
 @settings(max_examples=settings.default.max_examples // 3)
 @given(nd_conv_configs(ranks=(1, 3)), st.integers(0, 2**31 - 1))
 def test_hypothesis_one_and_three_axes_match_xla(config, seed):

@@ -404,7 +404,6 @@ def test_dimension_numbers_and_groups_of_one_and_three_axes(dims, groups):
 
 
 # A third of the profile's examples (40 in CI), as for the rules' sweep of every rank.
-@pytest.mark.slow
 @settings(max_examples=settings.default.max_examples // 3)
 @given(_calls(ranks=(1, 3)), st.integers(0, 2**31 - 1))
 def test_hypothesis_one_and_three_axes_match_lax(call, seed):

@@ -324,7 +324,6 @@ def test_rules_of_one_and_three_axes_equal_naive_loops(case):
 
 # A third of the profile's examples (40 in CI): a 3-D draw compiles its k³ taps; the fixed
 # cases above cover the boundary shapes of every rank.
-@pytest.mark.slow
 @settings(max_examples=settings.default.max_examples // 3)
 @given(nd_conv_configs(), st.integers(0, 2**31 - 1))
 def test_hypothesis_rules_of_a_drawn_rank_match_vjp_of_xla(config, seed):
