@@ -1,13 +1,18 @@
-"""Times jaxconv.conv2d against XLA's convolution (and PyTorch when installed).
+"""Times jaxconv against XLA's convolution (and PyTorch when installed), every rank.
 
     python benchmarks/bench_conv.py [--workloads A,B] [--layouts NCHW] [--json out.json]
 
-For each workload and layout, in one process and interleaved (round-robin over the
-implementations within each repetition, so drift hits them alike): forward, forward+backward
-(gradients of x and w), dX alone and dW alone. Every implementation is first checked against
-XLA's result; one that disagrees is not timed. Prints medians with min–max, GFLOP/s, the share
-of a GEMM ceiling measured in the same run, and the time ratios jaxconv/lax and jaxconv/torch
-(< 1: jaxconv is faster).
+Workloads A–J are 2-D convolutions; K–P are the other ranks and dtypes: 1-D (K, L), a 1-D
+transposed convolution (M), 3-D (N) and 3-D transposed (O), and a complex64 2-D convolution
+(P). `--layouts NCHW,NHWC` names channels first and last; for 1-D and 3-D workloads they
+are NCW/NWC and NCDHW/NDHWC. For each workload and layout, in one process and interleaved
+(round-robin over the implementations within each repetition, so drift hits them alike):
+forward, forward+backward (gradients of x and w), dX alone and dW alone. Every
+implementation is first checked against XLA's result; one that disagrees is not timed. Prints
+medians with min–max, GFLOP/s, the share of a GEMM ceiling measured in the same run, and the
+time ratios jaxconv/lax and jaxconv/torch (< 1: jaxconv is faster); for N and O also the
+compile time (trace, lower and XLA compile of a fresh forward+backward, caches cleared) of
+jaxconv against XLA's.
 
 Each timed run follows `--warm` untimed runs of the same implementation: the runtimes share
 the process, and a run timed straight after another runtime's pays for it (PyTorch's OpenMP
@@ -34,8 +39,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxconv
+from jaxconv._src.geometry import LAYOUTS, conv_geometry, resolve_conv_transpose
 
-# name: (x NCHW, w OIHW, config)
+# name: (x channels-first, w channels-first, config[, kind[, dtype]]): kind "conv" (w is
+# (O, C//groups, *k)) or "transpose" (PyTorch's conv_transpose, w (C_in, C_out//groups, *k));
+# dtype "float32" unless given.
 WORKLOADS = {
     "A": ((128, 1, 28, 28), (32, 1, 3, 3), dict()),
     "B": ((128, 32, 26, 26), (64, 32, 3, 3), dict()),
@@ -49,7 +57,16 @@ WORKLOADS = {
     "H": ((32, 3, 112, 112), (64, 3, 7, 7), dict(stride=2, padding=3)),
     "I": ((32, 96, 56, 56), (96, 1, 3, 3), dict(stride=2, groups=96, padding=1)),
     "J": ((32, 32, 28, 28), (64, 32, 5, 5), dict(padding="SAME")),
+    # Every rank: a sequence model's depthwise causal short conv, a 1-D conv, an upsampling
+    # vocoder layer, a 3-D conv and transposed conv, and a complex conv of a physics model.
+    "K": ((8, 768, 2048), (768, 1, 4), dict(groups=768, padding=((3, 0),))),
+    "L": ((16, 128, 2048), (128, 128, 9), dict(padding="SAME")),
+    "M": ((16, 128, 1024), (128, 64, 8), dict(stride=4), "transpose"),
+    "N": ((8, 32, 16, 32, 32), (32, 32, 3, 3, 3), dict(padding="SAME")),
+    "O": ((4, 32, 16, 16, 16), (32, 16, 4, 4, 4), dict(stride=2), "transpose"),
+    "P": ((32, 32, 32, 32), (32, 32, 3, 3), dict(padding="SAME"), "conv", "complex64"),
 }
+COMPILE_WORKLOADS = "NO"  # their forward+backward compile time is measured too
 PASSES = ("fwd", "fwd+bwd", "dX", "dW")
 PASS_FLOPS = {"fwd": 1, "fwd+bwd": 3, "dX": 1, "dW": 1}
 
@@ -75,15 +92,76 @@ def timing_row(key: tuple[str, str, str, str], seconds: list[float], flops, ceil
     return Row(*key, 1e3 * median, 1e3 * min(seconds), 1e3 * max(seconds), gflops, pct)
 
 
+def workload_spec(name: str) -> tuple[tuple, tuple, dict, str, str]:
+    """(x shape, w shape, config, kind, dtype) of workload `name`, channels-first."""
+    x_shape, w_shape, cfg, *rest = WORKLOADS[name]
+    kind = rest[0] if rest else "conv"
+    dtype = rest[1] if len(rest) > 1 else "float32"
+    return x_shape, w_shape, cfg, kind, dtype
+
+
+def layout_of(name: str, layout: str) -> str:
+    """The layout of workload `name` that `layout` ("NCHW": channels first, "NHWC": last)
+    names, for the workload's rank: e.g. "NWC" for a 1-D one."""
+    rank = len(WORKLOADS[name][0]) - 2
+    return LAYOUTS[rank][0 if layout[1] == "C" else 1]
+
+
 def workload_operands(name: str, layout: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(x, w, config) of workload `name` in `layout` (NHWC: x (N, H, W, C), w HWIO), seeded."""
-    x_shape, w_shape, cfg = WORKLOADS[name]
-    if layout == "NHWC":
-        x_shape = (x_shape[0], x_shape[2], x_shape[3], x_shape[1])
-        w_shape = (w_shape[2], w_shape[3], w_shape[1], w_shape[0])
+    """(x, w, config) of workload `name` in `layout` (channels-last: x (N, *spatial, C), w
+    (*k, C//groups, O)), seeded."""
+    x_shape, w_shape, cfg, _, dtype = workload_spec(name)
+    if layout[1] != "C":
+        x_shape = (x_shape[0], *x_shape[2:], x_shape[1])
+        w_shape = (*w_shape[2:], w_shape[1], w_shape[0])
     rng = np.random.default_rng(0)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    return x, rng.standard_normal(w_shape).astype(np.float32), cfg
+
+    def normal(shape):
+        if dtype.startswith("complex"):
+            return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+        return rng.standard_normal(shape).astype(dtype)
+
+    x = normal(x_shape)
+    return x, normal(w_shape), cfg
+
+
+def xla_conv_transpose(x, w, *, stride=1, padding=0, dilation=1, groups=1, layout):
+    """PyTorch's conv_transpose by XLA: `lax.conv_general_dilated` of the stride-dilated input
+    with the flipped kernel regrouped to (C_out, C_in//groups, *k), padding d·(k−1) − p."""
+    rank = len(layout) - 2
+    per_axis = lambda v: (v,) * rank if isinstance(v, int) else tuple(v)  # noqa: E731
+    first = layout[1] == "C"
+    wt = w if first else jnp.moveaxis(w, (-1, -2), (0, 1))  # (C_in, C_out//groups, *k)
+    c_in, c_out_g, *k = wt.shape
+    rhs = wt.reshape(groups, c_in // groups, c_out_g, *k).swapaxes(1, 2)
+    rhs = jnp.flip(rhs.reshape(groups * c_out_g, c_in // groups, *k), tuple(range(2, rank + 2)))
+    d, p = per_axis(dilation), per_axis(padding)
+    pads = [(dd * (kk - 1) - pp, dd * (kk - 1) - pp) for dd, kk, pp in zip(d, k, p)]
+    letters = layout[2:] if first else layout[1:-1]
+    return jax.lax.conv_general_dilated(
+        x,
+        rhs,
+        (1,) * rank,
+        pads,
+        lhs_dilation=per_axis(stride),
+        rhs_dilation=d,
+        dimension_numbers=(layout, "OI" + letters, layout),
+        feature_group_count=groups,
+    )
+
+
+def implementations(name: str) -> tuple[Callable, Callable]:
+    """(jaxconv's, XLA's) function of workload `name`, each f(x, w, **config, layout=...)."""
+    x_shape, _, _, kind, _ = workload_spec(name)
+    rank = len(x_shape) - 2
+    if kind == "transpose":
+        ours = {1: jaxconv.conv_transpose1d, 2: jaxconv.conv_transpose2d}.get(
+            rank, jaxconv.conv_transpose3d
+        )
+        return ours, xla_conv_transpose
+    if rank == 2:  # the 2-D programs as they always were: conv2d and its gradient functions
+        return jaxconv.conv2d, jaxconv.conv2d_xla
+    return jaxconv.conv, jaxconv.conv_xla
 
 
 def gemm_ceiling(size: int, repeats: int = 5) -> float:
@@ -119,8 +197,9 @@ def time_interleaved(calls: dict[str, Callable], args: argparse.Namespace) -> di
 
 
 def forward_flops(x_shape, w_shape, geom: jaxconv.ConvGeometry) -> int:
-    """2·N·O·Ho·Wo·(C/groups)·kh·kw."""
-    return x_shape[0] * geom.flops
+    """2·N·O·∏out·(C/groups)·∏k (a transposed convolution: those of the convolution it is
+    the input gradient of)."""
+    return geom.batch * geom.flops
 
 
 def jax_programs(conv, x, w, cfg) -> dict[str, tuple[Callable, tuple]]:
@@ -153,35 +232,52 @@ def _jax_passes(conv, x, w, cfg) -> dict[str, Callable]:
     }
 
 
-def torch_passes(x_np, w_np, cfg, layout) -> dict[str, Callable] | None:
-    """A closure for each pass of PyTorch's `F.conv2d` + autograd (and "_check": its forward in
-    `layout`), or None without PyTorch."""
+def torch_passes(x_np, w_np, cfg, layout, kind="conv") -> dict[str, Callable] | None:
+    """A closure for each pass of PyTorch's `F.conv{1,2,3}d` (or `F.conv_transpose{1,2,3}d`)
+    + autograd (and "_check": its forward in `layout`), or None without PyTorch or for a
+    complex workload. Channels-last operands are in PyTorch's channels-last memory format
+    (2-D and 3-D); in 1-D, PyTorch has none and gets them channels-first."""
     try:
         import torch
         import torch.nn.functional as F
     except ImportError:
         return None
+    if np.iscomplexobj(x_np):
+        return None
     torch.set_num_threads(os.cpu_count() or 1)
-    x = torch.from_numpy(x_np if layout == "NCHW" else x_np.transpose(0, 3, 1, 2).copy())
-    w = torch.from_numpy(w_np if layout == "NCHW" else w_np.transpose(3, 2, 0, 1).copy())
-    if layout == "NHWC":
-        x = x.contiguous(memory_format=torch.channels_last)
-        w = w.contiguous(memory_format=torch.channels_last)
-    (lo_h, hi_h), (lo_w, hi_w) = _geometry(x_np.shape, w_np.shape, cfg, layout).padding
+    rank, first = len(layout) - 2, layout[1] == "C"
+    to_first = (0, rank + 1, *range(1, rank + 1))
+    x = torch.from_numpy(x_np if first else x_np.transpose(to_first).copy())
+    w = torch.from_numpy(w_np if first else w_np.transpose(rank + 1, rank, *range(rank)).copy())
+    memory = {2: torch.channels_last, 3: torch.channels_last_3d}.get(rank)
+    if not first and memory is not None:
+        x, w = x.contiguous(memory_format=memory), w.contiguous(memory_format=memory)
     stride, dilation, groups = cfg.get("stride", 1), cfg.get("dilation", 1), cfg.get("groups", 1)
-    symmetric = lo_h == hi_h and lo_w == hi_w
+    if kind == "transpose":
+        transpose = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[rank - 1]
 
-    def conv(x, w):
-        if not symmetric:  # torch pads symmetrically; asymmetric SAME goes through F.pad
-            x = F.pad(x, (lo_w, hi_w, lo_h, hi_h))
-            return F.conv2d(x, w, stride=stride, dilation=dilation, groups=groups)
-        return F.conv2d(x, w, stride=stride, padding=(lo_h, lo_w), dilation=dilation, groups=groups)
+        def conv(x, w):
+            return transpose(
+                x, w, stride=stride, padding=cfg.get("padding", 0), groups=groups, dilation=dilation
+            )
+
+    else:
+        convolve = (F.conv1d, F.conv2d, F.conv3d)[rank - 1]
+        pads = _geometry(x_np.shape, w_np.shape, cfg, layout).padding
+        symmetric = all(lo == hi for lo, hi in pads)
+
+        def conv(x, w):
+            if not symmetric:  # torch pads symmetrically; asymmetric SAME goes through F.pad
+                x = F.pad(x, [side for lo_hi in reversed(pads) for side in lo_hi])
+                return convolve(x, w, stride=stride, dilation=dilation, groups=groups)
+            padding = tuple(lo for lo, _ in pads)
+            return convolve(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
 
     with torch.no_grad():
         z = conv(x, w)
     cot = torch.from_numpy(np.random.default_rng(1).standard_normal(z.shape).astype(np.float32))
-    if layout == "NHWC":
-        cot = cot.contiguous(memory_format=torch.channels_last)
+    if not first and memory is not None:
+        cot = cot.contiguous(memory_format=memory)
     xg, wg = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
 
     def fwd():
@@ -198,25 +294,35 @@ def torch_passes(x_np, w_np, cfg, layout) -> dict[str, Callable] | None:
         return torch.autograd.grad(conv(x, wg), (wg,), cot)
 
     passes = {"fwd": fwd, "fwd+bwd": both, "dX": dx, "dW": dw}
-    passes["_check"] = lambda: np.asarray(
-        fwd().permute(0, 2, 3, 1).contiguous() if layout == "NHWC" else fwd()
-    )
+    back = (0, *range(2, rank + 2), 1)
+    passes["_check"] = lambda: np.asarray(fwd().permute(*back).contiguous() if not first else fwd())
     return passes
 
 
-def _geometry(x_shape, w_shape, cfg, layout) -> jaxconv.ConvGeometry:
-    """jaxconv's own resolution of the workload (padding, output size, FLOPs)."""
-    from jaxconv._src.geometry import conv_geometry
-
-    return conv_geometry(
-        "bench",
-        x_shape,
-        w_shape,
+def _geometry(x_shape, w_shape, cfg, layout, kind="conv") -> jaxconv.ConvGeometry:
+    """jaxconv's own resolution of the workload (padding, output size, FLOPs); a transposed
+    convolution's is that of the convolution it is the input gradient of."""
+    config = dict(
         stride=cfg.get("stride", 1),
-        padding=cfg.get("padding", "VALID"),
         dilation=cfg.get("dilation", 1),
         groups=cfg.get("groups", 1),
         layout=layout,
+    )
+    if kind == "transpose":
+        x, w = (jax.ShapeDtypeStruct(s, jnp.float32) for s in (x_shape, w_shape))
+        return resolve_conv_transpose(
+            "bench",
+            x,
+            w,
+            None,
+            padding=cfg.get("padding", 0),
+            output_padding=cfg.get("output_padding", 0),
+            padding_mode="zeros",
+            rank=len(layout) - 2,
+            **config,
+        )
+    return conv_geometry(
+        "bench", x_shape, w_shape, padding=cfg.get("padding", "VALID"), rank=None, **config
     )
 
 
@@ -228,9 +334,10 @@ def report_ceiling(args: argparse.Namespace) -> float:
 
 
 def workload_cases(args: argparse.Namespace):
-    """(name, layout, x, w, config) for each requested workload and layout."""
+    """(name, layout, x, w, config) for each requested workload and layout (the layout of the
+    workload's rank)."""
     for name in args.workloads:
-        for layout in args.layouts:
+        for layout in dict.fromkeys(layout_of(name, given) for given in args.layouts):
             yield name, layout, *workload_operands(name, layout)
 
 
@@ -252,20 +359,82 @@ def run_meta(args: argparse.Namespace, ceiling: float) -> dict:
     }
 
 
+def compile_stats(make_step: Callable[[], Callable], args: tuple, repeats: int) -> tuple:
+    """Trace, lower and XLA compile of fresh steps (`make_step()`, every cache cleared first),
+    `repeats` times.
+
+    Returns:
+      ({"trace_s", "lower_s", "compile_s", "total_s": [wall seconds per repeat],
+      "total_cpu_s": [this process's CPU seconds], "temp_bytes", "hlo_ops", "fusions"} of the
+      last program, the last compiled program).
+    """
+    keys = ("trace_s", "lower_s", "compile_s", "total_s", "total_cpu_s")
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    for _ in range(repeats):
+        jax.clear_caches()
+        step = make_step()
+        cpu, start = time.process_time(), time.perf_counter()
+        traced = step.trace(*args)
+        traced_at = time.perf_counter()
+        lowered = traced.lower()
+        lowered_at = time.perf_counter()
+        compiled = lowered.compile()
+        done = time.perf_counter()
+        times["trace_s"].append(traced_at - start)
+        times["lower_s"].append(lowered_at - traced_at)
+        times["compile_s"].append(done - lowered_at)
+        times["total_s"].append(done - start)
+        times["total_cpu_s"].append(time.process_time() - cpu)
+    text = compiled.as_text()
+    stats = {
+        **times,
+        "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
+        "hlo_ops": hlo_ops(text),
+        "fusions": text.count(" fusion("),
+    }
+    return stats, compiled
+
+
+def hlo_ops(text: str) -> int:
+    """Instructions of an optimised HLO module's text: the lines that assign a value."""
+    return sum(
+        1 for line in text.splitlines() if " = " in line and not line.startswith("HloModule")
+    )
+
+
+def _compile_times(name, layout, conv, lax_conv, x, w, cfg, repeats) -> dict[str, dict]:
+    """compile_stats of a fresh forward+backward of jaxconv's and of XLA's convolution."""
+    out = {}
+    for impl, fn in (("jaxconv", conv), ("lax", lax_conv)):
+
+        def make(fn=fn):
+            return jax_programs(fn, x, w, cfg)["fwd+bwd"][0]
+
+        out[impl], _ = compile_stats(make, (x, w), repeats)
+        stats = out[impl]
+        print(
+            f"{name} {layout} fwd+bwd compile  {impl:8s} {statistics.median(stats['total_s']):7.2f}"
+            f" s  ({stats['hlo_ops']} HLO instructions, {stats['fusions']} fusions)",
+            flush=True,
+        )
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
-    """Runs the benchmark; returns {"meta": ..., "rows": [...]}."""
+    """Runs the benchmark; returns {"meta": ..., "rows": [...], "compile": ...}."""
     ceiling = report_ceiling(args)
     rows: list[Row] = []
+    compiles: dict[str, dict] = {}
     for name, layout, x_np, w_np, cfg in workload_cases(args):
         x, w = jnp.asarray(x_np), jnp.asarray(w_np)
+        kind = workload_spec(name)[3]
         full = dict(cfg, layout=layout)
-        flops = forward_flops(x.shape, w.shape, _geometry(x.shape, w.shape, cfg, layout))
-        impls = {
-            "jaxconv": _jax_passes(jaxconv.conv2d, x, w, full),
-            "lax": _jax_passes(jaxconv.conv2d_xla, x, w, full),
-        }
+        geom = _geometry(x.shape, w.shape, cfg, layout, kind)
+        flops = forward_flops(x.shape, w.shape, geom)
+        ours, xla = implementations(name)
+        impls = {"jaxconv": _jax_passes(ours, x, w, full), "lax": _jax_passes(xla, x, w, full)}
         if not args.no_torch:
-            torch_calls = torch_passes(x_np, w_np, cfg, layout)
+            torch_calls = torch_passes(x_np, w_np, cfg, layout, kind)
             if torch_calls is not None:
                 impls["torch"] = torch_calls
         expected = np.asarray(impls["lax"]["fwd"]())
@@ -275,6 +444,10 @@ def run(args: argparse.Namespace) -> dict:
             if not err < 1e-4:
                 print(f"  {name} {layout} {impl}: WRONG (rel err {err:.1e}); not timed")
                 del impls[impl]
+        if name in COMPILE_WORKLOADS and "fwd+bwd" in args.passes:
+            compiles[f"{name} {layout}"] = _compile_times(
+                name, layout, ours, xla, x, w, full, args.compiles
+            )
         for pass_ in args.passes:
             times = time_interleaved({impl: p[pass_] for impl, p in impls.items()}, args)
             for impl, ts in times.items():
@@ -284,8 +457,8 @@ def run(args: argparse.Namespace) -> dict:
                 [r for r in rows if (r.workload, r.layout, r.pass_) == (name, layout, pass_)]
             )
     meta = run_meta(args, ceiling)
-    result = {"meta": meta, "rows": [asdict(r) for r in rows]}
-    result["targets"] = targets(rows)
+    result = {"meta": meta, "rows": [asdict(r) for r in rows], "compile": compiles}
+    result["targets"] = targets(rows, compiles)
     print_targets(result["targets"])
     return result
 
@@ -315,8 +488,8 @@ def _print_rows(rows: list[Row]) -> None:
         )
 
 
-def targets(rows: list[Row]) -> list[dict]:
-    """The issue's targets, each with its measured value and whether it is met."""
+def targets(rows: list[Row], compiles: dict[str, dict] | None = None) -> list[dict]:
+    """The issues' targets, each with its measured value and whether it is met."""
     table = {(r.workload, r.layout, r.pass_, r.impl): r for r in rows}
     out = []
     for (workload, layout, pass_, impl), r in sorted(table.items()):
@@ -338,6 +511,15 @@ def targets(rows: list[Row]) -> list[dict]:
                         target=f"F {layout} ≥ 10× faster than lax", value=speedup, met=speedup >= 10
                     )
                 )
+        if torch_row and workload in "KM":
+            ratio = r.median_ms / torch_row.median_ms
+            out.append(
+                dict(
+                    target=f"{workload} {layout} fwd+bwd ≤ 1.0× torch",
+                    value=ratio,
+                    met=ratio <= 1.0,
+                )
+            )
         if torch_row and workload in "BCDE":
             ratio = r.median_ms / torch_row.median_ms
             out.append(
@@ -355,6 +537,11 @@ def targets(rows: list[Row]) -> list[dict]:
                     met=r.ceiling_pct >= 65,
                 )
             )
+    for key, stats in (compiles or {}).items():
+        ratio = statistics.median(stats["jaxconv"]["total_s"]) / statistics.median(
+            stats["lax"]["total_s"]
+        )
+        out.append(dict(target=f"{key} fwd+bwd compile ≤ 2.0× lax", value=ratio, met=ratio <= 2.0))
     return out
 
 
@@ -377,6 +564,9 @@ def add_arguments(parser: argparse.ArgumentParser, workloads: str, passes: str) 
         help="untimed runs of the same implementation before each timed one (see module doc)",
     )
     parser.add_argument("--gemm-size", type=int, default=2048)
+    parser.add_argument(
+        "--compiles", type=int, default=1, help="fresh compiles per compile-time measurement"
+    )
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if present")
     parser.add_argument("--json", help="also write the results to this file")
 

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from bench_conv import run_meta, write_json
+from bench_conv import compile_stats, run_meta, write_json
 
 import jaxconv
 
@@ -339,48 +339,6 @@ def one_step_gradients(net: Network, conv: Callable[..., jax.Array], images, lab
     """(loss, gradients) of one batch at the initial parameters (in the images' dtype)."""
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, images.dtype), net.params)
     return jax.jit(jax.value_and_grad(jax_loss(net, conv)))(params, images, labels)
-
-
-def compile_stats(make_step: Callable[[], Callable], args: tuple, repeats: int) -> tuple:
-    """Trace, lower and XLA compile of fresh steps (`make_step()`, every cache cleared first),
-    `repeats` times.
-
-    Returns:
-      ({"trace_s", "lower_s", "compile_s", "total_s": [wall seconds per repeat],
-      "total_cpu_s": [this process's CPU seconds], "temp_bytes", "hlo_ops", "fusions"} of the
-      last program, the last compiled program).
-    """
-    keys = ("trace_s", "lower_s", "compile_s", "total_s", "total_cpu_s")
-    times: dict[str, list[float]] = {k: [] for k in keys}
-    for _ in range(repeats):
-        jax.clear_caches()
-        step = make_step()
-        cpu, start = time.process_time(), time.perf_counter()
-        traced = step.trace(*args)
-        traced_at = time.perf_counter()
-        lowered = traced.lower()
-        lowered_at = time.perf_counter()
-        compiled = lowered.compile()
-        done = time.perf_counter()
-        times["trace_s"].append(traced_at - start)
-        times["lower_s"].append(lowered_at - traced_at)
-        times["compile_s"].append(done - lowered_at)
-        times["total_s"].append(done - start)
-        times["total_cpu_s"].append(time.process_time() - cpu)
-    text = compiled.as_text()
-    stats = {
-        **times,
-        "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
-        "hlo_ops": hlo_ops(text),
-        "fusions": text.count(" fusion("),
-    }
-    return stats, compiled
-
-
-def hlo_ops(text: str) -> int:
-    """Instructions of an HLO module's text (fused computations' included): the lines that
-    assign a value."""
-    return sum(1 for line in text.splitlines() if " = " in line and not line.startswith("Hlo"))
 
 
 def demo_step(impl: str, batch_size: int) -> tuple[Callable[[], Callable], tuple]:

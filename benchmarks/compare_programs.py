@@ -64,15 +64,20 @@ def dots(fn, args) -> list[tuple]:
 
 
 def _jaxpr_text(fn, args) -> str:
-    # Function names and ids differ between the two packages; the equations must not.
-    text = str(jax.make_jaxpr(fn)(*args))
-    return re.sub(r"\b(name|fwd|bwd)=\w+", r"\1=_", text.replace(OLD, "jaxconv"))
+    """The jaxpr's text with the names of functions (which a rename changes, and with them
+    the line wrapping) replaced: the equations must not differ."""
+    text = str(jax.make_jaxpr(fn)(*args)).replace(OLD, "jaxconv")
+    text = re.sub(r"\b(name|fwd|bwd|jaxpr)=\w+", r"\1=_", text)
+    text = re.sub(r"\blet \w+ = \{", "let _ = {", text)
+    text = re.sub(r"\s+", " ", text)
+    return re.sub(r"\[ ", "[", re.sub(r" \]", "]", text))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("rev", help="the git revision to compare against, e.g. main or a hash")
-    parser.add_argument("--workloads", default="".join(WORKLOADS))
+    two_d = [n for n in WORKLOADS if len(WORKLOADS[n]) == 3 and len(WORKLOADS[n][0]) == 4]
+    parser.add_argument("--workloads", default="".join(two_d), help="2-D ones: A–J")
     parser.add_argument("--layouts", default="NCHW,NHWC")
     parser.add_argument("--passes", default=",".join(PASSES))
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement")
@@ -81,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     changed = 0
     with tempfile.TemporaryDirectory() as tmp:
         old = load_rev(args.rev, Path(tmp))
-        print(f"jaxconv here against jaxconv at {args.rev}; jax {jax.__version__}")
+        here = Path(jaxconv.__file__).parent
+        print(f"jaxconv of {here} against jaxconv at {args.rev}; jax {jax.__version__}")
         for name in args.workloads:
             for layout in args.layouts.split(","):
                 x_np, w_np, cfg = workload_operands(name, layout)

@@ -141,3 +141,40 @@ def test_network_models_with_jaxconv_and_xla_agree_on_one_step():
         np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-12)
         for g, e in zip(got, expected):
             np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-9, atol=1e-12 * scale)
+
+
+def test_bench_conv_runs_every_rank_transposed_and_complex(monkeypatch, capsys):
+    conv = _load("bench_conv")
+    # Small stand-ins for K–P: a 1-D depthwise causal conv, a 3-D transposed conv (with its
+    # compile time), a complex 2-D conv.
+    monkeypatch.setitem(
+        conv.WORKLOADS, "T", ((2, 4, 32), (4, 1, 4), dict(groups=4, padding=((3, 0),)))
+    )
+    monkeypatch.setitem(
+        conv.WORKLOADS, "U", ((1, 4, 4, 4, 4), (4, 2, 3, 3, 3), dict(stride=2), "transpose")
+    )
+    monkeypatch.setitem(
+        conv.WORKLOADS, "V", ((2, 3, 8, 8), (4, 3, 3, 3), dict(padding="SAME"), "conv", "complex64")
+    )
+    monkeypatch.setattr(conv, "COMPILE_WORKLOADS", "U")
+    args = ["--workloads", "TUV", "--passes", "fwd,fwd+bwd", "--repeats", "2", "--gemm-size", "128"]
+    result = conv.main(args)
+    layouts = {(r["workload"], r["layout"]) for r in result["rows"]}
+    assert layouts == {
+        ("T", "NCW"),
+        ("T", "NWC"),
+        ("U", "NCDHW"),
+        ("U", "NDHWC"),
+        ("V", "NCHW"),
+        ("V", "NHWC"),
+    }
+    impls = {(r["workload"], r["impl"]) for r in result["rows"]}
+    torch_present = importlib.util.find_spec("torch") is not None
+    assert ("T", "torch") in impls if torch_present else ("T", "torch") not in impls
+    assert ("V", "torch") not in impls  # complex: XLA's complex convolution only
+    assert set(result["compile"]) == {"U NCDHW", "U NDHWC"}
+    for stats in result["compile"].values():
+        assert stats["jaxconv"]["total_s"][0] > 0 and stats["lax"]["hlo_ops"] > 0
+    names = {t["target"] for t in result["targets"]}
+    assert "U NDHWC fwd+bwd compile ≤ 2.0× lax" in names and "V NCHW fwd+bwd ≤ 1.0× lax" in names
+    assert "WRONG" not in capsys.readouterr().out

@@ -486,7 +486,11 @@ W4 = np.zeros((4, 2, 3, 3))
         (dict(w=np.zeros((4, 2, 0, 3))), ValueError, r"the kernel's spatial sizes must be >= 1"),
         (dict(b=np.zeros(4)), ValueError, r"`b` must have shape \(C_out,\) = \(2,\)"),
         (dict(w=W4.astype(np.float32)), TypeError, r"`x` and `w` must have the same dtype"),
-        (dict(x=X4.astype(np.int32)), TypeError, r"`x` and `w` must have the same dtype, got int32"),
+        (
+            dict(x=X4.astype(np.int32)),
+            TypeError,
+            r"`x` and `w` must have the same dtype, got int32",
+        ),
     ],
 )
 def test_invalid_arguments_raise_clear_errors(kwargs, error, match):
