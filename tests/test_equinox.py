@@ -175,31 +175,6 @@ class _Model(eqx.Module):
         return self.up(jax.nn.relu(self.down(x)))
 
 
-def test_training_steps_match():
-    x, target = _normal(0, (4, 3, 8, 8)), _normal(1, (4, 2, 8, 8))
-    # SGD, not Adam: Adam's first steps are lr·sign(g), which would turn float32 rounding of
-    # a near-zero gradient into a full step; SGD's updates differ as the gradients do.
-    tx = optax.sgd(0.05, momentum=0.9)
-    final = []
-    for classes in ((eqx.nn.Conv2d, eqx.nn.ConvTranspose2d), (jeqx.Conv2d, jeqx.ConvTranspose2d)):
-        model = _Model(*classes, jax.random.key(0))
-
-        @jit_fast_compile
-        def step(model, state):
-            grads = jax.grad(lambda m: jnp.mean((jax.vmap(m)(x) - target) ** 2))(model)
-            updates, state = tx.update(grads, state, model)
-            return eqx.apply_updates(model, updates), state
-
-        trained, state = model, tx.init(model)
-        for _ in range(3):
-            trained, state = step(trained, state)
-        assert rel_err(trained.down.weight, model.down.weight) > 1e-3  # it did train
-        final.append(trained)
-    stock, ours = final
-    assert type(ours.up) is jeqx.ConvTranspose2d
-    _assert_trees_close(jax.tree.leaves(ours), jax.tree.leaves(stock), "trained parameters")
-
-
 # --- One and three spatial axes, and Conv(num_spatial_dims=...). ---------------------------
 
 # (stock class, jaxconv class, positional arguments after the channels, keyword arguments,
@@ -334,18 +309,38 @@ class _Model1d(eqx.Module):
         return self.up(jax.nn.relu(self.down(x)))
 
 
-@pytest.mark.parametrize("rank", [1, 3])
-def test_training_steps_of_one_and_three_axes_match(rank):
-    if rank == 1:
-        model_cls, shape = _Model1d, (4, 3, 16)
-        classes = ((eqx.nn.Conv1d, eqx.nn.ConvTranspose1d), (jeqx.Conv1d, jeqx.ConvTranspose1d))
-    else:
-        model_cls, shape = _Model, (2, 3, 4, 6, 4)
-        classes = ((eqx.nn.Conv3d, eqx.nn.ConvTranspose3d), (jeqx.Conv3d, jeqx.ConvTranspose3d))
+# (model, stock classes, jaxconv's, input shape) of each rank.
+TRAINING = {
+    1: (
+        _Model1d,
+        (eqx.nn.Conv1d, eqx.nn.ConvTranspose1d),
+        (jeqx.Conv1d, jeqx.ConvTranspose1d),
+        (4, 3, 16),
+    ),
+    2: (
+        _Model,
+        (eqx.nn.Conv2d, eqx.nn.ConvTranspose2d),
+        (jeqx.Conv2d, jeqx.ConvTranspose2d),
+        (4, 3, 8, 8),
+    ),
+    3: (
+        _Model,
+        (eqx.nn.Conv3d, eqx.nn.ConvTranspose3d),
+        (jeqx.Conv3d, jeqx.ConvTranspose3d),
+        (2, 3, 4, 6, 4),
+    ),
+}
+
+
+@pytest.mark.parametrize("rank", TRAINING)
+def test_training_steps_match(rank):
+    model_cls, stock_classes, our_classes, shape = TRAINING[rank]
     x = _normal(0, shape)
+    # SGD, not Adam: Adam's first steps are lr·sign(g), which would turn float32 rounding of
+    # a near-zero gradient into a full step; SGD's updates differ as the gradients do.
     tx = optax.sgd(0.05, momentum=0.9)
     final = []
-    for conv, transpose in classes:
+    for conv, transpose in (stock_classes, our_classes):
         model = model_cls(conv, transpose, jax.random.key(0))
         target = _normal(1, jax.vmap(model)(x).shape)
 
@@ -361,5 +356,5 @@ def test_training_steps_of_one_and_three_axes_match(rank):
         assert rel_err(trained.down.weight, model.down.weight) > 1e-3  # it did train
         final.append(trained)
     stock, ours = final
-    assert type(ours.up) is classes[1][1]
+    assert type(ours.up) is our_classes[1]
     _assert_trees_close(jax.tree.leaves(ours), jax.tree.leaves(stock), "trained parameters")
