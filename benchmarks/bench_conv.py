@@ -115,14 +115,15 @@ def workload_operands(name: str, layout: str) -> tuple[np.ndarray, np.ndarray, d
         x_shape = (x_shape[0], *x_shape[2:], x_shape[1])
         w_shape = (*w_shape[2:], w_shape[1], w_shape[0])
     rng = np.random.default_rng(0)
+    x = _normal(rng, x_shape, dtype)
+    return x, _normal(rng, w_shape, dtype), cfg
 
-    def normal(shape):
-        if dtype.startswith("complex"):
-            return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
-        return rng.standard_normal(shape).astype(dtype)
 
-    x = normal(x_shape)
-    return x, normal(w_shape), cfg
+def _normal(rng: np.random.Generator, shape, dtype) -> np.ndarray:
+    """Standard normal values of `shape` in `dtype` (complex: real and imaginary parts)."""
+    if np.dtype(dtype).kind == "c":
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
 
 
 def xla_conv_transpose(x, w, *, stride=1, padding=0, dilation=1, groups=1, layout):
@@ -204,24 +205,31 @@ def forward_flops(x_shape, w_shape, geom: jaxconv.ConvGeometry) -> int:
 
 def jax_programs(conv, x, w, cfg) -> dict[str, tuple[Callable, tuple]]:
     """(jitted function, its arguments) for each pass; jaxconv's dX/dW are its public hand
-    rules."""
+    rules. The cotangent is an argument, not a constant: XLA would otherwise fold its pads and
+    transposes into the program at compile time, and neither the timings nor the compile times
+    would be those of a training step."""
     z_shape = jax.eval_shape(lambda: conv(x, w, **cfg)).shape
-    cot = jnp.asarray(np.random.default_rng(1).standard_normal(z_shape), x.dtype)
+    cot = _normal(np.random.default_rng(1), z_shape, x.dtype)
     fwd = jax.jit(lambda x, w: conv(x, w, **cfg))
 
     @jax.jit
-    def both(x, w):
+    def both(x, w, cot):
         # Z is returned too: otherwise XLA drops the forward, which the backward never reads.
         z, vjp = jax.vjp(lambda x, w: conv(x, w, **cfg), x, w)
         return z, vjp(cot)
 
     if conv is jaxconv.conv2d:
-        dx = jax.jit(lambda w: jaxconv.conv2d_grad_input(cot, w, x.shape, **cfg))
-        dw = jax.jit(lambda x: jaxconv.conv2d_grad_kernel(x, cot, w.shape, **cfg))
+        dx = jax.jit(lambda w, cot: jaxconv.conv2d_grad_input(cot, w, x.shape, **cfg))
+        dw = jax.jit(lambda x, cot: jaxconv.conv2d_grad_kernel(x, cot, w.shape, **cfg))
     else:
-        dx = jax.jit(lambda w: jax.vjp(lambda x: conv(x, w, **cfg), x)[1](cot)[0])
-        dw = jax.jit(lambda x: jax.vjp(lambda w: conv(x, w, **cfg), w)[1](cot)[0])
-    return {"fwd": (fwd, (x, w)), "fwd+bwd": (both, (x, w)), "dX": (dx, (w,)), "dW": (dw, (x,))}
+        dx = jax.jit(lambda w, cot: jax.vjp(lambda x: conv(x, w, **cfg), x)[1](cot)[0])
+        dw = jax.jit(lambda x, cot: jax.vjp(lambda w: conv(x, w, **cfg), w)[1](cot)[0])
+    return {
+        "fwd": (fwd, (x, w)),
+        "fwd+bwd": (both, (x, w, cot)),
+        "dX": (dx, (w, cot)),
+        "dW": (dw, (x, cot)),
+    }
 
 
 def _jax_passes(conv, x, w, cfg) -> dict[str, Callable]:
@@ -410,7 +418,8 @@ def _compile_times(name, layout, conv, lax_conv, x, w, cfg, repeats) -> dict[str
         def make(fn=fn):
             return jax_programs(fn, x, w, cfg)["fwd+bwd"][0]
 
-        out[impl], _ = compile_stats(make, (x, w), repeats)
+        args = jax_programs(fn, x, w, cfg)["fwd+bwd"][1]
+        out[impl], _ = compile_stats(make, args, repeats)
         stats = out[impl]
         print(
             f"{name} {layout} fwd+bwd compile  {impl:8s} {statistics.median(stats['total_s']):7.2f}"

@@ -30,12 +30,14 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import hlo_stats
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -266,21 +268,34 @@ def _same(w_hwio: jax.Array) -> tuple[tuple[int, int], tuple[int, int]]:
     return ((k, k), (k, k))
 
 
+# Each convolution is traced in a scope naming its layer kind, so that a compiled step's
+# instructions can be counted layer by layer (`hlo_stats.scope_costs`).
+LAYER_SCOPE = re.compile(r"\blayer_(\w+)")
+
+
+def layer_scope(x: jax.Array, w: jax.Array, stride: int, groups: int) -> str:
+    """`layer_<k>x<k>_<C>to<O>_s<stride>_g<groups>_<H>px`, for x (N, H, W, C), w HWIO."""
+    k, _, _, o = w.shape
+    return f"layer_{k}x{k}_{x.shape[-1]}to{o}_s{stride}_g{groups}_{x.shape[1]}px"
+
+
 def jaxconv_conv(x: jax.Array, w: jax.Array, stride: int, groups: int) -> jax.Array:
     """`jaxconv.conv2d`, channels-last: x (N, H, W, C), w HWIO, padding k // 2."""
-    return jaxconv.conv2d(x, w, stride=stride, padding=_same(w), groups=groups, layout="NHWC")
+    with jax.named_scope(layer_scope(x, w, stride, groups)):
+        return jaxconv.conv2d(x, w, stride=stride, padding=_same(w), groups=groups, layout="NHWC")
 
 
 def xla_conv(x: jax.Array, w: jax.Array, stride: int, groups: int) -> jax.Array:
     """XLA's convolution, `jax.lax.conv_general_dilated`, on `jaxconv_conv`'s arrays."""
-    return jax.lax.conv_general_dilated(
-        x,
-        w,
-        (stride, stride),
-        _same(w),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=groups,
-    )
+    with jax.named_scope(layer_scope(x, w, stride, groups)):
+        return jax.lax.conv_general_dilated(
+            x,
+            w,
+            (stride, stride),
+            _same(w),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups,
+        )
 
 
 def jnp_batch_norm(x: jax.Array, scale: jax.Array, offset: jax.Array) -> jax.Array:
@@ -549,6 +564,7 @@ def measure_network(net: Network, args: argparse.Namespace) -> dict:
     for impl, conv in JAX_CONVS.items():
         make = functools.partial(jax_train_step, net, conv)
         compiles[impl], compiled = compile_stats(make, step_args, args.compiles)
+        compiles[impl].update(program_costs(compiled.as_text()))
         if impl in args.impls and checked["ok"][impl]:
             runners[impl] = jax_runner(net, compiled, images, labels)
     if "torch" in args.impls and checked["ok"].get("torch"):
@@ -565,6 +581,15 @@ def measure_network(net: Network, args: argparse.Namespace) -> dict:
     }
 
 
+def program_costs(hlo: str) -> dict[str, dict]:
+    """{"forms": instructions and fusions by jaxconv pass and form, "layers": by layer kind}
+    of a compiled step's optimised HLO (`hlo_stats.scope_costs`)."""
+    return {
+        "forms": hlo_stats.scope_costs(hlo, hlo_stats.FORM_SCOPE),
+        "layers": hlo_stats.scope_costs(hlo, LAYER_SCOPE),
+    }
+
+
 def measure_demo(args: argparse.Namespace) -> dict:
     """Compile time and memory of the demo's train step, jaxconv and lax."""
     from jaxconv.demo import train
@@ -573,7 +598,8 @@ def measure_demo(args: argparse.Namespace) -> dict:
     with jax.set_mesh(train.make_mesh()):  # as the demo traces and runs its step
         for impl in JAX_CONVS:
             make, step_args = demo_step(impl, args.demo_batch_size)
-            out[impl], _ = compile_stats(make, step_args, args.compiles)
+            out[impl], compiled = compile_stats(make, step_args, args.compiles)
+            out[impl].update(program_costs(compiled.as_text()))
     return out
 
 
@@ -620,6 +646,26 @@ def print_network(name: str, r: dict, batch_size: int) -> None:
             flush=True,
         )
     print_compile(r["compile"])
+    print_costs(r["compile"])
+
+
+def print_costs(compiles: dict) -> None:
+    """HLO instructions and fusions of each step by layer kind (jaxconv and XLA side by side)
+    and, for jaxconv, by pass and form."""
+    if not all("layers" in c for c in compiles.values()):
+        return
+    impls = list(compiles)
+    layers = list(compiles[impls[0]]["layers"])
+    if layers != [hlo_stats.OUTSIDE]:  # the demo's model has no layer scopes
+        print("  HLO instructions / fusions by layer kind: " + " | ".join(impls))
+    for layer in layers if layers != [hlo_stats.OUTSIDE] else []:
+        cells = [compiles[i]["layers"].get(layer, {"instructions": 0, "fusions": 0}) for i in impls]
+        text = " | ".join(f"{c['instructions']:6d} / {c['fusions']:4d}" for c in cells)
+        print(f"    {layer:34s} {text}")
+    if "jaxconv" in compiles:
+        print("  jaxconv HLO instructions / fusions by pass and form:")
+        for form, c in compiles["jaxconv"]["forms"].items():
+            print(f"    {form:34s} {c['instructions']:6d} / {c['fusions']:4d}")
 
 
 def print_compile(compiles: dict) -> None:
@@ -652,6 +698,7 @@ def run(args: argparse.Namespace) -> dict:
         result["demo"] = measure_demo(args)
         print(f"\ndemo train step, batch {args.demo_batch_size}")
         print_compile(result["demo"])
+        print_costs(result["demo"])
     result["meta"] = run_meta(args, ceiling=0.0)
     del result["meta"]["gemm_ceiling_gflops"]  # no GEMM ceiling measured here
     result["meta"].update(batch_size=args.batch_size, steps=args.steps, compiles=args.compiles)

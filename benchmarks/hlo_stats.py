@@ -24,6 +24,10 @@ _SHAPE = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
 _CALLEES = re.compile(r"\b(condition|body|calls|to_apply)=%([\w.\-]+)")
 _CALLEE_LISTS = re.compile(r"\b(?:branch_computations|called_computations)=\{([^}]*)\}")
 _TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+# jaxconv traces each pass in the scope `jaxconv.<pass>.<form>` (evaluate.form_scope).
+FORM_SCOPE = re.compile(r"\bjaxconv\.(forward|grad_input|grad_kernel)\.([\w-]+)")
+OUTSIDE = "outside any scope"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,3 +177,35 @@ def summary(compiled) -> dict:
         "all_gathers": sum(c.times for c in found if c.kind == "all-gather"),
         "trip_counts": sorted(while_trip_counts(hlo)),
     }
+
+
+def scope_costs(hlo: str, scope: re.Pattern) -> dict[str, dict[str, int]]:
+    """Instructions and fusions of an optimised module, by the innermost match of `scope` in
+    each instruction's op name (its groups joined with spaces). An instruction with no op
+    name (a fused computation's parameters, say) takes the scope of the instruction that
+    calls its computation; `OUTSIDE` is for what no scope reaches.
+
+    Every instruction counts once, wherever it is (fused computations and loop bodies
+    included, as XLA compiles each once), as does every fusion instruction.
+
+    Returns:
+      {scope: {"instructions": n, "fusions": m}}, the largest first.
+    """
+    computations, _ = parse(hlo)
+    caller_key: dict[str, str] = {}
+    costs: dict[str, dict[str, int]] = {}
+    # HLO text defines every computation before its callers: walk callers first.
+    for name in reversed(list(computations)):
+        for instruction in computations[name]:
+            op_name = _OP_NAME.search(instruction.rest)
+            found = list(scope.finditer(op_name.group(1))) if op_name else []
+            if found:
+                key = " ".join(found[-1].groups() or (found[-1].group(0),))
+            else:
+                key = caller_key.get(name, OUTSIDE)
+            for callee in _callees(instruction):
+                caller_key.setdefault(callee, key)
+            cost = costs.setdefault(key, {"instructions": 0, "fusions": 0})
+            cost["instructions"] += 1
+            cost["fusions"] += instruction.op == "fusion"
+    return dict(sorted(costs.items(), key=lambda kv: -kv[1]["instructions"]))

@@ -110,7 +110,17 @@ def test_bench_networks_quick_runs_and_reports(tmp_path, capsys):
         for c in r["compile"].values():
             assert len(c["total_s"]) == 1 and c["total_s"][0] >= c["compile_s"][0] > 0
             assert c["temp_bytes"] > 0 and c["hlo_ops"] >= c["fusions"] > 0
+            # The counts by layer kind add up to the program's; every layer has its scope.
+            layers = c["layers"]
+            assert sum(v["instructions"] for v in layers.values()) == c["hlo_ops"]
+            assert sum(v["fusions"] for v in layers.values()) == c["fusions"]
+            assert any(k.startswith("3x3_") for k in layers) and any("_s2_" in k for k in layers)
+        forms = r["compile"]["jaxconv"]["forms"]
+        assert sum(v["instructions"] for v in forms.values()) == r["compile"]["jaxconv"]["hlo_ops"]
+        assert {k.split()[0] for k in forms} >= {"forward", "grad_input", "grad_kernel"}
+        assert set(r["compile"]["lax"]["forms"]) == {"outside any scope"}  # no jaxconv there
     assert set(result["demo"]) == {"jaxconv", "lax"}
+    assert any(k.startswith("forward ") for k in result["demo"]["jaxconv"]["forms"])
     names = {t["target"] for t in result["targets"]}
     assert {"resnet18 steps/s ≥ 1.0× lax", "demo step compile time ≤ 1.5× lax"} <= names
     assert "mobilenetv2 temporary memory ≤ 1.0× lax" in names
@@ -118,6 +128,7 @@ def test_bench_networks_quick_runs_and_reports(tmp_path, capsys):
     assert saved["meta"]["jax"] and saved["meta"]["date"] and saved["meta"]["batch_size"] == 8
     text = capsys.readouterr().out
     assert "Targets:" in text and "steps/s ×lax" in text and "WRONG" not in text
+    assert "by layer kind" in text and "by pass and form" in text
 
 
 def test_network_models_with_jaxconv_and_xla_agree_on_one_step():

@@ -359,3 +359,60 @@ def test_chunked_equals_unchunked_in_every_rank(case, channels_last):
 
     for key, (chunked, whole) in both(x, w_hwio, g).items():
         assert rel_err(chunked, whole) <= TOL, key
+
+
+# --- Complex operands by three real evaluations (Gauss's product). ------------------------
+
+
+def _complex_case(case):
+    """(x, w, g, geom) of a 2-D or n-D case with complex128 operands and cotangent."""
+    if case in ND_CASES:
+        parts = [nd_case_operands(case, channels_last=False, seed=s) for s in (0, 1)]
+        geom = nd_geometry(parts[0][0], parts[0][1], parts[0][3])
+        layout = parts[0][3]["layout"]
+    else:
+        parts = [case_operands(case, "NCHW", seed=s) for s in (0, 1)]
+        geom, layout = geometry_of(parts[0][0], parts[0][1], parts[0][3]), "NCHW"
+    x, w = (a + 1j * b for a, b in zip(parts[0][:2], parts[1][:2]))
+    g = _cotangent(geom, layout) + 1j * _cotangent(geom, layout, seed=2)
+    return x, kernel_hwio(w, layout), g, geom
+
+
+@pytest.mark.parametrize(
+    "case", ["1d-same-lower-dil2-groups2", "winograd-same-odd", "stride2-same", "3d-dil-groups2"]
+)
+def test_complex_operands_by_three_real_evaluations_equal_the_plain_rule(case):
+    x, w, g, geom = _complex_case(case)
+    plans = list(jaxconv.supported(geom, jnp.complex128))
+    assert any(p.complex_as_real for p in plans)  # the CPU's own plan takes the real route
+    both_routes = dict.fromkeys(
+        dataclasses.replace(p, complex_as_real=real) for p in plans for real in (False, True)
+    )
+
+    @jit_fast_compile
+    def both(x, w, g):
+        forms = {(n, str(p)): _run(n, x, w, g, geom, p) for n in PASSES for p in both_routes}
+        return forms, {n: _plain(n, x, w, g, geom) for n in PASSES}
+
+    forms, plain = both(x, w, g)
+    assert len(forms) == len(PASSES) * len(both_routes)  # str names each plan apart
+    for (name, plan), value in forms.items():
+        assert value.dtype == jnp.complex128, (name, plan)
+        assert rel_err(value, plain[name]) <= TOL, (name, plan)
+
+
+def test_complex_as_real_contracts_real_operands_only():
+    # Each pass: three real GEMMs where the complex route has one, and no complex GEMM left.
+    x, w, g, geom = _complex_case("stride2-same")
+    native = Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel="gemm-taps")
+    by_real = dataclasses.replace(native, complex_as_real=True)
+
+    def dots(name, plan):
+        jaxpr = jax.make_jaxpr(lambda x, w, g: _run(name, x, w, g, geom, plan))(x, w, g)
+        found = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+        return [jnp.issubdtype(e.invars[0].aval.dtype, jnp.complexfloating) for e in found]
+
+    for name in PASSES:
+        complex_dots, real_dots = dots(name, native), dots(name, by_real)
+        assert complex_dots and all(complex_dots), name
+        assert len(real_dots) == 3 * len(complex_dots) and not any(real_dots), name

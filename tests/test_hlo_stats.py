@@ -3,6 +3,7 @@ counts worked out by hand for programs whose work is known."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -83,3 +84,47 @@ def test_collectives_count_with_their_loops_and_bytes():
         ("all-gather", 32 * 4, 1),
         ("all-reduce", 64 * 4, 5),
     ]
+
+
+def test_scope_costs_tell_the_passes_and_forms_apart():
+    # A conv's forward and both gradients, each by the form its plan names: every
+    # instruction of the module is counted once, under its pass and form or outside.
+    import jaxconv
+
+    x, w = jnp.ones((2, 6, 6, 3)), jnp.ones((3, 3, 3, 4))
+    plan = jaxconv.Plan(forward="gemm-rows", grad_input="shallow", grad_kernel="gemm-taps")
+
+    def loss(x, w):
+        return jnp.sum(jaxconv.conv2d(x, w, layout="NHWC", plan=plan) ** 2)
+
+    hlo = _hlo(jax.grad(loss, argnums=(0, 1)), x, w)
+    costs = hlo_stats.scope_costs(hlo, hlo_stats.FORM_SCOPE)
+    assert set(costs) - {hlo_stats.OUTSIDE} == {
+        "forward gemm-rows",
+        "grad_input shallow",
+        "grad_kernel gemm-taps",
+    }
+    computations, _ = hlo_stats.parse(hlo)
+    every = [i for instructions in computations.values() for i in instructions]
+    assert sum(c["instructions"] for c in costs.values()) == len(every)
+    assert sum(c["fusions"] for c in costs.values()) == sum(i.op == "fusion" for i in every)
+    assert list(costs.values()) == sorted(costs.values(), key=lambda c: -c["instructions"])
+    dots = [i for i in every if i.op == "dot"]
+    assert dots and all("jaxconv." in i.rest for i in dots)  # no GEMM is left outside
+
+
+def test_scope_costs_give_a_fused_computation_the_scope_of_its_fusion():
+    a = jnp.ones((64,), jnp.float32)
+
+    def fn(a):
+        with jax.named_scope("layer_one"):
+            return jnp.tanh(a * 2.0 + 1.0)
+
+    hlo = _hlo(fn, a)
+    costs = hlo_stats.scope_costs(hlo, re.compile(r"\blayer_(\w+)"))
+    computations, _ = hlo_stats.parse(hlo)
+    fused = [n for n in computations if "fused" in n or "fusion" in n]
+    assert fused  # XLA fused the elementwise chain
+    in_fused = sum(len(computations[n]) for n in fused)
+    assert costs["one"]["instructions"] >= in_fused  # parameters included
+    assert costs["one"]["fusions"] == 1

@@ -250,11 +250,36 @@ def test_supported_plans_accept_their_geometry_and_cover_every_form():
         (dict(grad_kernel_chunk=1.5), TypeError, "`grad_kernel_chunk` must be an int or None"),
         (dict(grad_input_chunk=True), TypeError, "`grad_input_chunk` must be an int or None"),
         (dict(chunks_as_state=1), TypeError, "`chunks_as_state` must be a bool"),
+        (dict(complex_as_real=1), TypeError, "`complex_as_real` must be a bool"),
     ],
 )
 def test_plan_validates_its_fields(kwargs, error, message):
     with pytest.raises(error, match=message):
         Plan(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "complex_dtype, real_dtype", [("complex64", "float32"), ("complex128", "float64")]
+)
+def test_complex_operands_take_the_real_plan_three_times_on_the_whole_batch(
+    complex_dtype, real_dtype
+):
+    # docs/performance.md#complex-operands: workload P, chunks against the whole batch.
+    geom = jaxconv.conv2d_geometry((32, 32, 32, 32), (32, 32, 3, 3), padding="SAME")
+    real, cplx = plans.choose(geom, "cpu", real_dtype), plans.choose(geom, "cpu", complex_dtype)
+    assert real.forward == "winograd" and real.forward_chunk is not None
+    assert not real.complex_as_real and cplx.complex_as_real
+    assert cplx == dataclasses.replace(
+        real,
+        complex_as_real=True,
+        forward_chunk=None,
+        grad_input_chunk=None,
+        grad_kernel_chunk=None,
+        chunks_as_state=False,
+    )
+    assert cplx.real == dataclasses.replace(cplx, complex_as_real=False)
+    assert str(cplx).endswith(", complex by 3 real")
+    assert plans.choose(geom, "gpu", complex_dtype) == plans.choose(geom, "gpu", real_dtype)
 
 
 def test_plans_are_frozen_values():

@@ -21,7 +21,7 @@ from jax import lax
 from jaxconv._src import geometry as geo
 from jaxconv._src import layout as lay
 from jaxconv._src import rules
-from jaxconv._src.evaluation import chunks, gemm, shallow
+from jaxconv._src.evaluation import chunks, complex_parts, gemm, shallow
 from jaxconv._src.evaluation import winograd as wg
 from jaxconv._src.evaluation.plan import PLAIN, Plan, choose
 from jaxconv._src.geometry import ConvGeometry
@@ -56,6 +56,12 @@ _GRAD_KERNEL = {
 FORMS = {"forward": _FORWARD, "grad_input": _GRAD_INPUT, "grad_kernel": _GRAD_KERNEL}
 
 
+def form_scope(pass_name: str, plan: Plan) -> str:
+    """The name scope one pass is traced in, `jaxconv.<pass>.<form>`: compiled programs carry
+    it in their instructions' op names, so their cost can be told apart form by form."""
+    return f"jaxconv.{pass_name}.{getattr(plan, pass_name)}"
+
+
 def _form(table: dict, name: str, plan: Plan, **operands) -> tuple[Callable, bool]:
     """The form `name` of a pass's `table` with its operands bound and the plan's options
     for it: a GEMM by kernel rows folds `plan.fold_axes` kernel axes."""
@@ -63,6 +69,11 @@ def _form(table: dict, name: str, plan: Plan, **operands) -> tuple[Callable, boo
     if name == "gemm-rows":
         operands["fold"] = plan.fold_axes
     return functools.partial(fn, **operands), channels_last
+
+
+def _by_real_parts(plan: Plan, operand: jax.Array) -> bool:
+    """Whether the plan sends this pass's complex operands through real evaluations."""
+    return plan.complex_as_real and jnp.issubdtype(operand.dtype, jnp.complexfloating)
 
 
 def check_plan(op: str, plan, geom: ConvGeometry, dtype=None) -> Plan | Literal["auto"]:
@@ -162,6 +173,16 @@ def forward(
     """
     if geom.is_empty:
         return _zeros(x, (x.shape[0], geom.out_channels, *geom.out_size), geom.layout)
+    with jax.named_scope(form_scope("forward", plan)):
+        return _forward(x, w, geom, plan, backward_follows, shards)
+
+
+def _forward(x, w, geom, plan, backward_follows, shards):
+    if _by_real_parts(plan, x):
+        real = functools.partial(
+            forward, geom=geom, plan=plan.real, backward_follows=backward_follows, shards=shards
+        )
+        return complex_parts.three_real_products(real, x, w)
     form, channels_last = _form(_FORWARD, plan.forward, plan, w=w, geom=geom)
     if channels_last:
         by_chunk = plan.transpose_by_chunk and not backward_follows
@@ -186,6 +207,14 @@ def grad_input(
     """
     if geom.is_empty:
         return _zeros(g, (g.shape[0], geom.in_channels, *geom.in_size), geom.layout)
+    with jax.named_scope(form_scope("grad_input", plan)):
+        return _grad_input(g, w, geom, plan, shards)
+
+
+def _grad_input(g, w, geom, plan, shards):
+    if _by_real_parts(plan, g):
+        real = functools.partial(grad_input, geom=geom, plan=plan.real, shards=shards)
+        return complex_parts.three_real_products(real, g, w)
     form, channels_last = _form(_GRAD_INPUT, plan.grad_input, plan, w=w, geom=geom)
     if channels_last:
         return chunks.map_channels_last(form, g, geom.layout, plan.grad_input_chunk, shards=shards)
@@ -208,6 +237,14 @@ def grad_kernel(
     if geom.is_empty:
         shape = (*geom.kernel_size, geom.in_channels // geom.groups, geom.out_channels)
         return jnp.zeros(shape, rules.accumulation_dtype(x.dtype))
+    with jax.named_scope(form_scope("grad_kernel", plan)):
+        return _grad_kernel(x, g, geom, plan, shards)
+
+
+def _grad_kernel(x, g, geom, plan, shards):
+    if _by_real_parts(plan, x):
+        real = functools.partial(grad_kernel, geom=geom, plan=plan.real, shards=shards)
+        return complex_parts.three_real_products(real, x, g)
     form, channels_last = _form(_GRAD_KERNEL, plan.grad_kernel, plan, geom=geom)
     if channels_last:
         x, g = lay.to_channels_last(x, geom.layout), lay.to_channels_last(g, geom.layout)

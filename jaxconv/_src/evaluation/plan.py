@@ -80,6 +80,8 @@ class Plan:
       fold_axes: how many trailing kernel axes one GEMM of a "gemm-rows" form contracts
         together: 1 is a kernel row (kw taps) in 2-D and 3-D and every tap in 1-D; 2 is a
         (kh, kw) plane in 3-D. At least 1; above the kernel's rank it folds every tap.
+      complex_as_real: complex operands go through each pass's form as three real
+        evaluations (Gauss's product, `complex_parts`); real and integer operands ignore it.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -98,6 +100,7 @@ class Plan:
     chunks_as_state: bool = False
     transpose_by_chunk: bool = False
     fold_axes: int = 1
+    complex_as_real: bool = False
 
     def __post_init__(self):
         for name, forms in (
@@ -111,7 +114,7 @@ class Plan:
                 )
         for name in ("forward_chunk", "grad_input_chunk", "grad_kernel_chunk"):
             _check_chunk(name, getattr(self, name))
-        for name in ("chunks_as_state", "transpose_by_chunk"):
+        for name in ("chunks_as_state", "transpose_by_chunk", "complex_as_real"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Plan: `{name}` must be a bool, got {getattr(self, name)!r}.")
         if not isinstance(self.fold_axes, int) or isinstance(self.fold_axes, bool):
@@ -151,7 +154,14 @@ class Plan:
             f"dX {part(self.grad_input, self.grad_input_chunk)}, "
             f"dW {part(self.grad_kernel, self.grad_kernel_chunk)}"
         )
-        return text if self.fold_axes == 1 else f"{text}, rows fold {self.fold_axes} axes"
+        if self.fold_axes != 1:
+            text += f", rows fold {self.fold_axes} axes"
+        return text + (", complex by 3 real" if self.complex_as_real else "")
+
+    @property
+    def real(self) -> Plan:
+        """This plan for the real evaluations of a complex pass: the same forms and chunks."""
+        return dataclasses.replace(self, complex_as_real=False)
 
 
 PLAIN = Plan()
@@ -210,6 +220,18 @@ def exact_in_floating_point(dtype) -> bool:
 
 
 def _cpu_plan(geom: ConvGeometry, dtype) -> Plan:
+    if dtype is not None and jnp.issubdtype(dtype, jnp.complexfloating):
+        # Three real evaluations of the real plan's forms, each on the whole batch: faster
+        # than complex GEMMs, and than chunks of three evaluations (#complex-operands).
+        real = _cpu_plan(geom, jnp.finfo(dtype).dtype)
+        return dataclasses.replace(
+            real,
+            complex_as_real=True,
+            forward_chunk=None,
+            grad_input_chunk=None,
+            grad_kernel_chunk=None,
+            chunks_as_state=False,
+        )
     depthwise = shallow.accepts_depthwise(geom) and geom.groups > 1
     if is_pointwise(geom) and not depthwise:
         # One GEMM (N·H·W, C)·(C, O) on the whole batch, however shallow: no windows to keep
