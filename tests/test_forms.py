@@ -314,16 +314,20 @@ def test_every_form_of_every_rank_equals_the_plain_rule(case, channels_last):
         assert rel_err(value, plain[name]) <= TOL, (name, form)
 
 
+def _channels_last_case(case):
+    """(x, w, geom) of an ND_CASES or 2-D case, channels-last."""
+    if case in ND_CASES:
+        x, w, _, cfg = nd_case_operands(case, channels_last=True)
+        return x, w, nd_geometry(x, w, cfg)
+    x, w, _, cfg = case_operands(case, "NHWC")
+    return x, w, geometry_of(x, w, cfg)
+
+
 @pytest.mark.parametrize("fold", [1, 2, 3, 4])
 @pytest.mark.parametrize("case", ["1d-stride2-same", "stride2-same", "3d-dil-groups2"])
 def test_gemm_rows_fold_any_number_of_kernel_axes(case, fold):
     # fold = 1: a kernel row per GEMM; 2: a (kh, kw) plane in 3-D; at least the rank: every tap.
-    if case in ND_CASES:
-        x, w, _, cfg = nd_case_operands(case, channels_last=True)
-        geom = nd_geometry(x, w, cfg)
-    else:
-        x, w, _, cfg = case_operands(case, "NHWC")
-        geom = geometry_of(x, w, cfg)
+    x, w, geom = _channels_last_case(case)
     plan = Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel="gemm-rows")
     folded = dataclasses.replace(plan, fold_axes=fold)
     g = _cotangent(geom, "NHWC")
@@ -416,3 +420,39 @@ def test_complex_as_real_contracts_real_operands_only():
         complex_dots, real_dots = dots(name, native), dots(name, by_real)
         assert complex_dots and all(complex_dots), name
         assert len(real_dots) == 3 * len(complex_dots) and not any(real_dots), name
+
+
+# --- Kernel rows in a loop. ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fold", [1, 2])
+@pytest.mark.parametrize(
+    "case", ["1d-stride2-same", "stride3-same-lower-dil2", "3d-dil-groups2", "3d-chunks"]
+)
+def test_gemm_rows_in_a_loop_equal_the_plain_rule(case, fold):
+    # One row's GEMM per iteration, its leading offsets traced: the same sums as the rows
+    # written out, on every rank, with strides, dilation, padding and groups.
+    x, w, geom = _channels_last_case(case)
+    plan = Plan(
+        forward="gemm-rows",
+        grad_input="gemm-rows",
+        grad_kernel="gemm-rows",
+        fold_axes=fold,
+        rows_in_loop=True,
+    )
+    g = _cotangent(geom, "NHWC")
+    rows = len(gemm.kernel_rows(geom, fold))
+    for name in PASSES:
+        got, plain = _run(name, x, w, g, geom, plan), _plain(name, x, w, g, geom)
+        assert got.shape == plain.shape and rel_err(got, plain) <= TOL, name
+        traced = functools.partial(_run, name, geom=geom, plan=plan)
+        jaxpr = jax.make_jaxpr(traced)(x, w, g).jaxpr
+        # fori_loop with a static trip count is a scan.
+        loops = [e for e in jaxpr.eqns if e.primitive.name == "scan"]
+        if rows == 1:  # nothing to loop over: the rows written out, which is one
+            assert not loops, name
+            continue
+        assert len(loops) == 1 and loops[0].params["length"] == rows, name
+        body = loops[0].params["jaxpr"].jaxpr
+        assert [e.primitive.name for e in body.eqns].count("dot_general") == 1, name
+        assert "dot_general" not in [e.primitive.name for e in jaxpr.eqns], name

@@ -18,6 +18,7 @@ import jaxconv
 from jaxconv._src import convolution
 from jaxconv._src.evaluation import plan as plans
 from jaxconv._src.evaluation.plan import PLAIN, Plan
+from jaxconv._src.geometry import conv_geometry
 from tests.helpers import ALL_CASES, CHUNK_CASES, case_operands, geometry_of
 
 
@@ -156,6 +157,10 @@ def test_winograd_takes_ungrouped_3x3_at_stride_1():
     assert jaxconv.choose(_geom(2, 16, 8, (9, 9), groups=2)).forward == "gemm-rows"
     assert jaxconv.choose(_geom(2, 8, 8, (9, 9), khw=(3, 2))).forward == "gemm-rows"
     assert jaxconv.choose(_geom(2, 5, 8, (9, 9), stride=(1, 2))).forward == "gemm-rows"
+    # Outputs of 4×4 make 4 tiles, too few: the GEMM forms (docs/performance.md); 5×5, 9.
+    assert jaxconv.choose(_geom(2, 5, 8, (6, 6))).forward == "gemm-rows"
+    assert jaxconv.choose(_geom(2, 5, 8, (7, 7))).forward == "winograd"
+    assert jaxconv.choose(_geom(2, 5, 8, (6, 12))).forward == "winograd"  # 2×5 tiles
     # Small: the chunk is the whole batch and its GEMMs are far below 2^22: ∂L/∂W by GEMM.
     small = jaxconv.choose(_geom(2, 5, 8, (9, 9)))
     assert small.grad_kernel == "gemm-taps" and small.grad_kernel_chunk == 2
@@ -251,6 +256,7 @@ def test_supported_plans_accept_their_geometry_and_cover_every_form():
         (dict(grad_input_chunk=True), TypeError, "`grad_input_chunk` must be an int or None"),
         (dict(chunks_as_state=1), TypeError, "`chunks_as_state` must be a bool"),
         (dict(complex_as_real=1), TypeError, "`complex_as_real` must be a bool"),
+        (dict(rows_in_loop="yes"), TypeError, "`rows_in_loop` must be a bool"),
     ],
 )
 def test_plan_validates_its_fields(kwargs, error, message):
@@ -269,17 +275,41 @@ def test_complex_operands_take_the_real_plan_three_times_on_the_whole_batch(
     real, cplx = plans.choose(geom, "cpu", real_dtype), plans.choose(geom, "cpu", complex_dtype)
     assert real.forward == "winograd" and real.forward_chunk is not None
     assert not real.complex_as_real and cplx.complex_as_real
-    assert cplx == dataclasses.replace(
-        real,
-        complex_as_real=True,
-        forward_chunk=None,
-        grad_input_chunk=None,
-        grad_kernel_chunk=None,
-        chunks_as_state=False,
-    )
+    forms = ("forward", "grad_input", "grad_kernel")
+    assert [getattr(cplx, f) for f in forms] == [getattr(real, f) for f in forms]
+    assert {cplx.forward_chunk, cplx.grad_input_chunk, cplx.grad_kernel_chunk} == {None}
     assert cplx.real == dataclasses.replace(cplx, complex_as_real=False)
     assert str(cplx).endswith(", complex by 3 real")
     assert plans.choose(geom, "gpu", complex_dtype) == plans.choose(geom, "gpu", real_dtype)
+
+
+def test_3d_kernels_of_64_taps_loop_over_their_rows():
+    # docs/performance.md#every-rank-plans: O (4×4×4) faster and quicker to compile in a
+    # loop, N (3×3×3) slower in one.
+    cases = {
+        (1, 16): ((2, 8, 40), (8, 8, 16), False),  # 1-D: one row, nothing to loop
+        (2, 64): ((2, 8, 20, 20), (8, 8, 8, 8), False),
+        (3, 27): ((2, 8, 6, 6, 6), (8, 8, 3, 3, 3), False),
+        (3, 64): ((2, 8, 6, 6, 6), (8, 8, 4, 4, 4), True),
+        (3, 48): ((2, 8, 6, 6, 6), (8, 8, 3, 4, 4), False),
+    }
+    for (rank, taps), (x_shape, w_shape, looped) in cases.items():
+        geom = conv_geometry(
+            "test",
+            x_shape,
+            w_shape,
+            rank=rank,
+            stride=2,
+            padding="VALID",
+            dilation=1,
+            groups=1,
+            layout="NC" + "DHW"[3 - rank :],
+        )
+        plan = plans.choose(geom, "cpu")
+        assert plan.forward == "gemm-rows" and plan.fold_axes == 1, (rank, taps)
+        assert plan.rows_in_loop is looped, (rank, taps)
+        assert plans.choose(geom, "gpu").rows_in_loop is False
+    assert str(Plan(rows_in_loop=True)).endswith(", rows in a loop")
 
 
 def test_plans_are_frozen_values():

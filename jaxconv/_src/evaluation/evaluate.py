@@ -64,10 +64,11 @@ def form_scope(pass_name: str, plan: Plan) -> str:
 
 def _form(table: dict, name: str, plan: Plan, **operands) -> tuple[Callable, bool]:
     """The form `name` of a pass's `table` with its operands bound and the plan's options
-    for it: a GEMM by kernel rows folds `plan.fold_axes` kernel axes."""
+    for it: a GEMM by kernel rows folds `plan.fold_axes` kernel axes, in a loop with
+    `plan.rows_in_loop`."""
     fn, channels_last = table[name]
     if name == "gemm-rows":
-        operands["fold"] = plan.fold_axes
+        operands["fold"], operands["loop"] = plan.fold_axes, plan.rows_in_loop
     return functools.partial(fn, **operands), channels_last
 
 

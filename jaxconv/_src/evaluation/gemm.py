@@ -7,12 +7,17 @@ Same sums as `rules.py`, in another order (docs/derivation.md §10).
 
 A kernel row, for n spatial axes, is the taps that share their first n − f indices: the last
 f axes are folded into one contraction (`Plan.fold_axes`; f = 1 is a row of kw taps in 2-D,
-and in 1-D all the taps). Arrays: (N, *spatial, C) batches, (*k, C/G, O) kernels.
+and in 1-D all the taps). With `loop`, the rows run as a `lax.fori_loop` whose body, one
+row's GEMM, XLA compiles once however many rows there are (a 3-D kernel has k² of them);
+the row's leading offsets are then dynamic slices. Arrays: (N, *spatial, C) batches,
+(*k, C/G, O) kernels.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -140,19 +145,141 @@ def windows_kernel_grad(windows: list[jax.Array], g: jax.Array, groups: int, acc
     return dw.transpose(1, 2, 0, 3).reshape(taps, c // groups, o)
 
 
-def forward_rows(x: jax.Array, w: jax.Array, geom: ConvGeometry, fold: int = 1) -> jax.Array:
+# --- Kernel rows in a loop: one row per iteration, the row index traced. --------------------
+
+
+def _row_index(r: jax.Array, sizes: tuple[int, ...]) -> list[jax.Array]:
+    """The leading multi-index of row r of a kernel whose leading axes have `sizes`,
+    row-major (as `kernel_rows` orders them)."""
+    index = []
+    for k in reversed(sizes):
+        index.append(r % k)
+        r = r // k
+    return index[::-1]
+
+
+def _row_slab(x_pad: jax.Array, index: list[jax.Array], geom: ConvGeometry) -> jax.Array:
+    """What one row's windows read: x_pad[n, index·d + p·s, ...] on the row's leading axes
+    (p < out), every entry of the others; (N, *out[:lead], *padded[lead:], C)."""
+    starts: list[Any] = [0] * x_pad.ndim
+    sizes, strides = list(x_pad.shape), [1] * x_pad.ndim
+    for j, i in enumerate(index):
+        starts[1 + j] = i * geom.dilation[j]
+        sizes[1 + j], strides[1 + j] = geom.window_extent[j], geom.stride[j]
+    slab = lax.dynamic_slice(x_pad, starts, sizes)
+    return lax.slice(slab, [0] * slab.ndim, slab.shape, strides)
+
+
+def _trailing_config(tap: Tap, geom: ConvGeometry, lead: int):
+    """(axis, start t·d, extent, stride, padded size) of each trailing axis of a tap."""
+    return [
+        (1 + j, k * geom.dilation[j], geom.window_extent[j], geom.stride[j], geom.padded_size[j])
+        for j, k in zip(range(lead, geom.spatial_rank), tap)
+    ]
+
+
+def _trailing_window(slab: jax.Array, tap: Tap, geom: ConvGeometry, lead: int) -> jax.Array:
+    """The window of a tap's trailing indices in a row's slab: (N, *out, C)."""
+    start, limit, strides = [0] * slab.ndim, list(slab.shape), [1] * slab.ndim
+    for axis, begin, extent, stride, _ in _trailing_config(tap, geom, lead):
+        start[axis], limit[axis], strides[axis] = begin, begin + extent, stride
+    return lax.slice(slab, start, limit, strides)
+
+
+def _trailing_adjoint(share: jax.Array, tap: Tap, geom: ConvGeometry, lead: int) -> jax.Array:
+    """The adjoint of `_trailing_window` (eq. 20 on the trailing axes): a share (N, *out, C)
+    placed in a row's slab, s − 1 zeros between its entries."""
+    config = [(0, 0, 0)] * share.ndim
+    for axis, begin, extent, stride, padded in _trailing_config(tap, geom, lead):
+        config[axis] = (begin, padded - begin - extent, stride - 1)
+    return lax.pad(share, jnp.zeros((), share.dtype), config)
+
+
+def _looped_rows(geom: ConvGeometry, fold: int) -> tuple[int, list[Tap], int]:
+    """(the number of rows, the trailing indices of a row's taps, the leading axes' count)."""
+    rows = kernel_rows(geom, fold)
+    lead = max(0, geom.spatial_rank - fold)
+    return len(rows), [tap[lead:] for tap in rows[0][1]], lead
+
+
+def _slab_windows(x_pad, r, geom, lead, trailing) -> list[jax.Array]:
+    """The windows (N·∏out, C) of row r's taps, from its slab."""
+    slab = _row_slab(x_pad, _row_index(r, geom.kernel_size[:lead]), geom)
+    c = x_pad.shape[-1]
+    return [_trailing_window(slab, t, geom, lead).reshape(-1, c) for t in trailing]
+
+
+def _forward_loop(x_pad, w, geom, fold, acc) -> jax.Array:
+    """Σ over the rows of `row_forward`, a row an iteration: (N·∏out, O)."""
+    rows, trailing, lead = _looped_rows(geom, fold)
+    w_rows = w.reshape(rows, len(trailing), *w.shape[-2:])
+
+    def add_row(r, z):
+        windows = _slab_windows(x_pad, r, geom, lead, trailing)
+        return z + row_forward(windows, w_rows[r], geom.groups, acc)
+
+    m = x_pad.shape[0] * math.prod(geom.out_size)
+    return lax.fori_loop(0, rows, add_row, jnp.zeros((m, geom.out_channels), acc))
+
+
+def _grad_input_loop(g_rows, w, geom, fold, acc, n) -> jax.Array:
+    """Σ_t S_tᵀ of `row_backward`'s shares, a row an iteration: ∂L/∂X̄, (N, *padded, C)."""
+    rows, trailing, lead = _looped_rows(geom, fold)
+    w_rows = w.reshape(rows, len(trailing), *w.shape[-2:])
+    c = geom.in_channels
+    interior = [(0, 0, 0)] + [(0, 0, s - 1) for s in geom.stride[:lead]]
+    interior += [(0, 0, 0)] * (geom.spatial_rank - lead + 1)
+
+    def add_row(r, dx_pad):
+        shares = row_backward(g_rows, w_rows[r], geom.groups, acc)
+        slab = rules.total(
+            _trailing_adjoint(share.reshape(n, *geom.out_size, c), t, geom, lead)
+            for t, share in zip(trailing, shares)
+        )
+        slab = lax.pad(slab, jnp.zeros((), acc), interior)  # the leading axes' S_tᵀ
+        index = _row_index(r, geom.kernel_size[:lead])
+        starts: list[Any] = [0] * dx_pad.ndim
+        for j, i in enumerate(index):
+            starts[1 + j] = i * geom.dilation[j]
+        return lax.dynamic_update_slice(
+            dx_pad, lax.dynamic_slice(dx_pad, starts, slab.shape) + slab, starts
+        )
+
+    start = jnp.zeros((n, *geom.padded_size, c), acc)
+    return lax.fori_loop(0, rows, add_row, start)
+
+
+def _grad_kernel_loop(x_pad, g_rows, geom, fold, acc, w_shape) -> jax.Array:
+    """Each row's `windows_kernel_grad`, a row an iteration: (rows, taps per row, C/G, O)."""
+    rows, trailing, lead = _looped_rows(geom, fold)
+
+    def row_grad(r, dw):
+        windows = _slab_windows(x_pad, r, geom, lead, trailing)
+        return dw.at[r].set(windows_kernel_grad(windows, g_rows, geom.groups, acc))
+
+    start = jnp.zeros((rows, len(trailing), *w_shape[-2:]), acc)
+    return lax.fori_loop(0, rows, row_grad, start)
+
+
+def forward_rows(
+    x: jax.Array, w: jax.Array, geom: ConvGeometry, fold: int = 1, loop: bool = False
+) -> jax.Array:
     """Eq. 29 as one GEMM per kernel row (`row_forward`), summed over the rows.
 
     Args:
       x: (N, *in, C).
       w: (*k, C//G, O).
       fold: the kernel axes one GEMM folds (`kernel_rows`).
+      loop: the rows as a loop (module doc).
 
     Returns:
       (N, *out, O) in the accumulation dtype.
     """
     acc = rules.accumulation_dtype(x.dtype)
     x_pad = rules.pad(x, geom.padding, dilation=geom.input_dilation)
+    if loop and len(kernel_rows(geom, fold)) > 1:
+        z = _forward_loop(x_pad, w, geom, fold, acc)
+        return z.reshape(x.shape[0], *geom.out_size, geom.out_channels)
     z = rules.total(
         row_forward(row_windows(x_pad, row_taps, geom), _row_kernel(w, row), geom.groups, acc)
         for row, row_taps in kernel_rows(geom, fold)
@@ -160,7 +287,9 @@ def forward_rows(x: jax.Array, w: jax.Array, geom: ConvGeometry, fold: int = 1) 
     return z.reshape(x.shape[0], *geom.out_size, geom.out_channels)
 
 
-def grad_input_rows(g: jax.Array, w: jax.Array, geom: ConvGeometry, fold: int = 1) -> jax.Array:
+def grad_input_rows(
+    g: jax.Array, w: jax.Array, geom: ConvGeometry, fold: int = 1, loop: bool = False
+) -> jax.Array:
     """Eq. 31 with one GEMM per kernel row (`row_backward`), each tap's share put back by
     the adjoint of its window (`rules.windows_adjoint`).
 
@@ -168,12 +297,16 @@ def grad_input_rows(g: jax.Array, w: jax.Array, geom: ConvGeometry, fold: int = 
       g: ∂L/∂Z, (N, *out, O).
       w: (*k, C//G, O).
       fold: the kernel axes one GEMM folds (`kernel_rows`).
+      loop: the rows as a loop (module doc).
 
     Returns:
       (N, *in, C) in the accumulation dtype.
     """
     acc = rules.accumulation_dtype(g.dtype)
     g_rows = g.reshape(-1, geom.out_channels)
+    if loop and len(kernel_rows(geom, fold)) > 1:
+        dx_pad = _grad_input_loop(g_rows, w, geom, fold, acc, g.shape[0])
+        return rules.pad_adjoint(dx_pad, geom.padding, dilation=geom.input_dilation)
     received = (
         (tap, share.reshape(g.shape[0], *geom.out_size, geom.in_channels))
         for row, row_taps in kernel_rows(geom, fold)
@@ -204,13 +337,16 @@ def grad_kernel_taps(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arra
     return dw.reshape(*geom.kernel_size, *dw.shape[1:])
 
 
-def grad_kernel_rows(x: jax.Array, g: jax.Array, geom: ConvGeometry, fold: int = 1) -> jax.Array:
+def grad_kernel_rows(
+    x: jax.Array, g: jax.Array, geom: ConvGeometry, fold: int = 1, loop: bool = False
+) -> jax.Array:
     """Eq. 30 as one GEMM per kernel row: a row's windows side by side.
 
     Args:
       x: (N, *in, C).
       g: ∂L/∂Z, (N, *out, O).
       fold: the kernel axes one GEMM folds (`kernel_rows`).
+      loop: the rows as a loop (module doc).
 
     Returns:
       (*k, C//G, O) in the accumulation dtype.
@@ -218,6 +354,10 @@ def grad_kernel_rows(x: jax.Array, g: jax.Array, geom: ConvGeometry, fold: int =
     acc = rules.accumulation_dtype(x.dtype)
     x_pad = rules.pad(x, geom.padding, dilation=geom.input_dilation)
     g_rows = g.reshape(-1, geom.out_channels)
+    if loop and len(kernel_rows(geom, fold)) > 1:
+        w_shape = (*geom.kernel_size, geom.in_channels // geom.groups, geom.out_channels)
+        dw = _grad_kernel_loop(x_pad, g_rows, geom, fold, acc, w_shape)
+        return dw.reshape(w_shape)
     rows = [
         windows_kernel_grad(row_windows(x_pad, row_taps, geom), g_rows, geom.groups, acc)
         for _, row_taps in kernel_rows(geom, fold)

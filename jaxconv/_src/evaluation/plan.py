@@ -32,12 +32,19 @@ PLATFORMS = ("cpu", "gpu", "tpu")
 # Contractions this shallow (kh·kw·C/G terms per output) are far below the GEMM rate as GEMMs:
 # fused elementwise forms instead (#shallow-and-depthwise-forms).
 SHALLOW_MAX_DEPTH = 36
+# Winograd only where an image's outputs make at least this many 2×2 tiles: on 4×4 outputs
+# (4 tiles) the GEMM forms are about as fast and compile in a third of the time
+# (#winograd-on-small-images).
+WINOGRAD_MIN_TILES = 5
 # ∂L/∂W by Winograd only where each of its 16 GEMMs per chunk has at least this many
 # multiply-adds; below, one GEMM over all taps' windows is faster (#winograd-kernel-gradient).
 WINOGRAD_KERNEL_GRAD_MIN_MACS = 2**22
 # ∂L/∂W's GEMM over all taps up to this many output rows (kh·kw·C/G), per kernel row beyond
 # (#winograd-kernel-gradient).
 KERNEL_GRAD_ONE_GEMM_MAX_DEPTH = 576
+# A 3-D kernel of this many taps or more runs its GEMM forms' kernel rows in a loop: its
+# k² rows, each its own piece of program, are most of the compile time (#every-rank-plans).
+LOOP_ROWS_MIN_TAPS = 64
 # Output positions per chunk of images: the windows a chunk cuts stay in cache (#chunks).
 CHUNK_POSITIONS = 6144
 # A Winograd chunk holds at least this many output values (positions × O): thin kernels need
@@ -80,6 +87,8 @@ class Plan:
       fold_axes: how many trailing kernel axes one GEMM of a "gemm-rows" form contracts
         together: 1 is a kernel row (kw taps) in 2-D and 3-D and every tap in 1-D; 2 is a
         (kh, kw) plane in 3-D. At least 1; above the kernel's rank it folds every tap.
+      rows_in_loop: a "gemm-rows" form runs its kernel rows as a loop whose body, one
+        row's GEMM, compiles once, rather than as one piece of program per row.
       complex_as_real: complex operands go through each pass's form as three real
         evaluations (Gauss's product, `complex_parts`); real and integer operands ignore it.
 
@@ -100,6 +109,7 @@ class Plan:
     chunks_as_state: bool = False
     transpose_by_chunk: bool = False
     fold_axes: int = 1
+    rows_in_loop: bool = False
     complex_as_real: bool = False
 
     def __post_init__(self):
@@ -114,7 +124,7 @@ class Plan:
                 )
         for name in ("forward_chunk", "grad_input_chunk", "grad_kernel_chunk"):
             _check_chunk(name, getattr(self, name))
-        for name in ("chunks_as_state", "transpose_by_chunk", "complex_as_real"):
+        for name in ("chunks_as_state", "transpose_by_chunk", "rows_in_loop", "complex_as_real"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Plan: `{name}` must be a bool, got {getattr(self, name)!r}.")
         if not isinstance(self.fold_axes, int) or isinstance(self.fold_axes, bool):
@@ -156,6 +166,8 @@ class Plan:
         )
         if self.fold_axes != 1:
             text += f", rows fold {self.fold_axes} axes"
+        if self.rows_in_loop:
+            text += ", rows in a loop"
         return text + (", complex by 3 real" if self.complex_as_real else "")
 
     @property
@@ -239,7 +251,11 @@ def _cpu_plan(geom: ConvGeometry, dtype) -> Plan:
         # (#pointwise-convolutions).
         return Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel="gemm-taps")
     is_shallow = geom.in_channels == geom.groups or depth(geom) <= SHALLOW_MAX_DEPTH
-    winograd = wg.accepts(geom) and exact_in_floating_point(dtype)
+    winograd = (
+        wg.accepts(geom)
+        and exact_in_floating_point(dtype)
+        and wg.tiles_per_image(geom) >= WINOGRAD_MIN_TILES
+    )
     chunk = images_per_chunk(geom, winograd)
     forward: dict[str, Any]
     grad_input: dict[str, Any]
@@ -273,7 +289,10 @@ def _cpu_plan(geom: ConvGeometry, dtype) -> Plan:
         else:
             gemm_chunk = images_per_chunk(geom, winograd=False)
             grad_kernel = dict(grad_kernel=_gemm_kernel_grad(geom), grad_kernel_chunk=gemm_chunk)
-    return Plan(**forward, **grad_input, **grad_kernel, transpose_by_chunk=not is_shallow)
+    plan = Plan(**forward, **grad_input, **grad_kernel, transpose_by_chunk=not is_shallow)
+    if geom.spatial_rank >= 3 and math.prod(geom.kernel_size) >= LOOP_ROWS_MIN_TAPS:
+        plan = dataclasses.replace(plan, rows_in_loop=True)
+    return plan
 
 
 def _accelerator_plan(geom: ConvGeometry) -> Plan:
