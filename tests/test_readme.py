@@ -112,7 +112,7 @@ def test_install_steps_match_ci_and_pyproject():
     # type checker (a finding fails CI before the suite); the newest runs its sample last.
     at = lines.index(command)
     assert lines[at - 3 : at] == ["ruff check .", "ruff format --check .", "mypy"]
-    assert lines[-1] == f"{command} --sample 0.4"
+    assert lines[-1] == f"{command} --sample 0.3"
     assert ci.count("pip install --quiet -e") == 2 and ci.count("-m venv") == 2
 
 
