@@ -289,9 +289,9 @@ def test_3d_kernels_of_64_taps_loop_over_their_rows():
     cases = {
         (1, 16): ((2, 8, 40), (8, 8, 16), False),  # 1-D: one row, nothing to loop
         (2, 64): ((2, 8, 20, 20), (8, 8, 8, 8), False),
-        (3, 27): ((2, 8, 6, 6, 6), (8, 8, 3, 3, 3), False),
-        (3, 64): ((2, 8, 6, 6, 6), (8, 8, 4, 4, 4), True),
-        (3, 48): ((2, 8, 6, 6, 6), (8, 8, 3, 4, 4), False),
+        (3, 27): ((2, 8, 12, 12, 12), (8, 8, 3, 3, 3), False),
+        (3, 64): ((2, 8, 12, 12, 12), (8, 8, 4, 4, 4), True),
+        (3, 48): ((2, 8, 12, 12, 12), (8, 8, 3, 4, 4), False),
     }
     for (rank, taps), (x_shape, w_shape, looped) in cases.items():
         geom = conv_geometry(
@@ -310,6 +310,63 @@ def test_3d_kernels_of_64_taps_loop_over_their_rows():
         assert plan.rows_in_loop is looped, (rank, taps)
         assert plans.choose(geom, "gpu").rows_in_loop is False
     assert str(Plan(rows_in_loop=True)).endswith(", rows in a loop")
+
+
+def test_small_images_loop_over_their_kernel_rows():
+    # docs/performance.md#memory: at most 16 output positions an image, the kernel rows run
+    # in a loop, so the forward's windows are not held for ∂L/∂W; one row has no loop.
+    cases = {
+        "2-D, 4×4 outputs": ((8, 32, 4, 4), (32, 32, 3, 3), 1, True),
+        "2-D, 5×4 outputs": ((8, 32, 5, 4), (32, 32, 3, 3), 1, False),
+        "3-D, 2×2×2 outputs": ((8, 32, 2, 2, 2), (32, 32, 3, 3, 3), 1, True),
+        "1-D, one row": ((8, 32, 16), (32, 32, 3), 1, False),
+        "1×1 kernel, one row": ((8, 32, 4, 4), (32, 32, 1, 1), 1, False),
+    }
+    for name, (x_shape, w_shape, stride, looped) in cases.items():
+        rank = len(x_shape) - 2
+        geom = conv_geometry(
+            "test",
+            x_shape,
+            w_shape,
+            rank=rank,
+            stride=stride,
+            padding="SAME",
+            dilation=1,
+            groups=1,
+            layout="NC" + "DHW"[3 - rank :],
+        )
+        assert plans.choose(geom, "cpu").rows_in_loop is looped, name
+        assert plans.choose(geom, "gpu").rows_in_loop is False, name
+
+
+def test_shallow_kernel_gradient_of_a_large_batch_runs_in_chunks():
+    # docs/performance.md#memory: the stacked windows of a network's stem would be held at
+    # the step's peak; those of a small layer are faster on the whole batch.
+    stem = conv_geometry(
+        "test",
+        (128, 3, 32, 32),
+        (64, 3, 3, 3),
+        stride=1,
+        padding="SAME",
+        dilation=1,
+        groups=1,
+        layout="NCHW",
+    )
+    small = conv_geometry(
+        "test",
+        (128, 1, 28, 28),
+        (32, 1, 3, 3),
+        stride=1,
+        padding="VALID",
+        dilation=1,
+        groups=1,
+        layout="NCHW",
+    )
+    windows = 128 * 32 * 32 * 27
+    assert windows > plans.SHALLOW_KERNEL_GRAD_MAX_WINDOWS >= 128 * 26 * 26 * 9
+    chunked, whole = plans.choose(stem, "cpu"), plans.choose(small, "cpu")
+    assert chunked.grad_kernel == "shallow" and 1 <= (chunked.grad_kernel_chunk or 128) < 128
+    assert whole.grad_kernel == "shallow" and whole.grad_kernel_chunk is None
 
 
 def test_plans_are_frozen_values():

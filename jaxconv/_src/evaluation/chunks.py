@@ -21,6 +21,7 @@ from jax import lax
 
 from jaxconv._src import layout as lay
 from jaxconv._src.evaluation import mesh
+from jaxconv._src.evaluation.buffers import zeros_after
 
 
 def split_images(arrays: tuple[jax.Array, ...], size: int, shards: int = 1):
@@ -62,18 +63,33 @@ def join_images(out: jax.Array, rest: jax.Array | None, shards: int) -> jax.Arra
     return by_part.reshape(-1, *inner)
 
 
-def map_chunks_as_state(fn: Callable, stacked: tuple[jax.Array, ...]) -> jax.Array:
-    """`lax.map(lambda chunk: fn(*chunk), stacked)`, with each chunk handed to fn as loop
-    state: the loop body slices the next chunk once, into the state."""
+def map_chunks(fn: Callable, stacked: tuple[jax.Array, ...], chunk_as_state: bool = False):
+    """`lax.map(lambda chunk: fn(*chunk), stacked)` as a loop that writes each chunk's
+    result into one buffer (`buffers.zeros_after`).
+
+    With `chunk_as_state`, each chunk reaches fn as loop state: the loop body slices the
+    next chunk once, into the state.
+    """
     count = stacked[0].shape[0]
+    chunk_types = [jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in stacked]
+    result = jax.make_jaxpr(fn)(*chunk_types).out_avals[0]  # keeps the closure's mesh axes
+    out = zeros_after(stacked[0], (count, *result.shape), result.dtype, batch_axes=2)
+    out = mesh.varying_like(mesh.varying_over(out, mesh.varying_axes(result)), *stacked)
 
-    def step(chunk, i):
-        following = jnp.minimum(i + 1, count - 1)
-        upcoming = tuple(lax.dynamic_index_in_dim(a, following, keepdims=False) for a in stacked)
-        return upcoming, fn(*chunk)
+    def chunk_at(i):
+        return tuple(lax.dynamic_index_in_dim(a, i, keepdims=False) for a in stacked)
 
-    _, out = lax.scan(step, tuple(a[0] for a in stacked), jnp.arange(count))
-    return out
+    if chunk_as_state:
+
+        def step(i, state):
+            chunk, out = state
+            upcoming = chunk_at(jnp.minimum(i + 1, count - 1))
+            return upcoming, lax.dynamic_update_index_in_dim(out, fn(*chunk), i, 0)
+
+        return lax.fori_loop(0, count, step, (chunk_at(0), out))[1]
+    return lax.fori_loop(
+        0, count, lambda i, out: lax.dynamic_update_index_in_dim(out, fn(*chunk_at(i)), i, 0), out
+    )
 
 
 def map_over_images(
@@ -92,10 +108,7 @@ def map_over_images(
     if size is None or size >= arrays[0].shape[0] // shards:
         return fn(*arrays)
     stacked, rest = split_images(arrays, size, shards)
-    if chunk_as_state:
-        out = map_chunks_as_state(fn, stacked)
-    else:
-        out = lax.map(lambda chunk: fn(*chunk), stacked)
+    out = map_chunks(fn, stacked, chunk_as_state)
     return join_images(out, None if rest is None else fn(*rest), shards)
 
 
@@ -118,8 +131,13 @@ def sum_over_images(
         return jax.vmap(fn)(*(c.reshape(shards, -1, *c.shape[1:]) for c in chunk))
 
     term = jax.eval_shape(part_sums, *(a[0] for a in stacked))
-    # Zeros are the same on every device; inside shard_map the sum is not.
-    start = mesh.varying_like(jnp.zeros(term.shape, term.dtype), *arrays)
+    # Each part's zeros from its own images; inside shard_map the sum varies like them.
+    parts = stacked[0][0].reshape(shards, -1, *stacked[0].shape[2:])
+    if shards == 1:
+        start = zeros_after(parts[0], term.shape, term.dtype, batch_axes=0)
+    else:
+        start = zeros_after(parts, term.shape, term.dtype)
+    start = mesh.varying_like(start, *arrays)
     total, _ = lax.scan(lambda acc, chunk: (acc + part_sums(*chunk), None), start, stacked)
     if rest is not None:
         total = total + part_sums(*rest)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv._src import rules
+from jaxconv._src.evaluation.buffers import zeros_after
 from jaxconv._src.geometry import ConvGeometry
 from jaxconv._src.rules import Tap
 
@@ -209,8 +210,9 @@ def _slab_windows(x_pad, r, geom, lead, trailing) -> list[jax.Array]:
     return [_trailing_window(slab, t, geom, lead).reshape(-1, c) for t in trailing]
 
 
-def _forward_loop(x_pad, w, geom, fold, acc) -> jax.Array:
-    """Σ over the rows of `row_forward`, a row an iteration: (N·∏out, O)."""
+def _forward_loop(x_pad, w, geom, fold, acc, x) -> jax.Array:
+    """Σ over the rows of `row_forward`, a row an iteration: (N·∏out, O). Its zeros come
+    from the unpadded x (a padded one's first elements are constants)."""
     rows, trailing, lead = _looped_rows(geom, fold)
     w_rows = w.reshape(rows, len(trailing), *w.shape[-2:])
 
@@ -218,8 +220,9 @@ def _forward_loop(x_pad, w, geom, fold, acc) -> jax.Array:
         windows = _slab_windows(x_pad, r, geom, lead, trailing)
         return z + row_forward(windows, w_rows[r], geom.groups, acc)
 
-    m = x_pad.shape[0] * math.prod(geom.out_size)
-    return lax.fori_loop(0, rows, add_row, jnp.zeros((m, geom.out_channels), acc))
+    n = x_pad.shape[0]
+    start = zeros_after(x, (n, math.prod(geom.out_size), geom.out_channels), acc)
+    return lax.fori_loop(0, rows, add_row, start.reshape(-1, geom.out_channels))
 
 
 def _grad_input_loop(g_rows, w, geom, fold, acc, n) -> jax.Array:
@@ -245,7 +248,7 @@ def _grad_input_loop(g_rows, w, geom, fold, acc, n) -> jax.Array:
             dx_pad, lax.dynamic_slice(dx_pad, starts, slab.shape) + slab, starts
         )
 
-    start = jnp.zeros((n, *geom.padded_size, c), acc)
+    start = zeros_after(g_rows.reshape(n, -1), (n, *geom.padded_size, c), acc)
     return lax.fori_loop(0, rows, add_row, start)
 
 
@@ -257,7 +260,7 @@ def _grad_kernel_loop(x_pad, g_rows, geom, fold, acc, w_shape) -> jax.Array:
         windows = _slab_windows(x_pad, r, geom, lead, trailing)
         return dw.at[r].set(windows_kernel_grad(windows, g_rows, geom.groups, acc))
 
-    start = jnp.zeros((rows, len(trailing), *w_shape[-2:]), acc)
+    start = zeros_after(g_rows, (rows, len(trailing), *w_shape[-2:]), acc, batch_axes=0)
     return lax.fori_loop(0, rows, row_grad, start)
 
 
@@ -278,7 +281,7 @@ def forward_rows(
     acc = rules.accumulation_dtype(x.dtype)
     x_pad = rules.pad(x, geom.padding, dilation=geom.input_dilation)
     if loop and len(kernel_rows(geom, fold)) > 1:
-        z = _forward_loop(x_pad, w, geom, fold, acc)
+        z = _forward_loop(x_pad, w, geom, fold, acc, x)
         return z.reshape(x.shape[0], *geom.out_size, geom.out_channels)
     z = rules.total(
         row_forward(row_windows(x_pad, row_taps, geom), _row_kernel(w, row), geom.groups, acc)

@@ -18,17 +18,25 @@ from jax import lax
 AxisNames = tuple[str, ...]
 
 
-def varying_axes(a: jax.Array) -> frozenset[str]:
-    """The manual mesh axes over which `a` varies (empty outside `jax.shard_map`)."""
-    manual = getattr(jax.typeof(a), "manual_axis_type", None)
+def varying_axes(a) -> frozenset[str]:
+    """The manual mesh axes over which `a`, an array or its abstract value, varies (empty
+    outside `jax.shard_map`)."""
+    manual = getattr(
+        a if isinstance(a, jax.core.ShapedArray) else jax.typeof(a), "manual_axis_type", None
+    )
     return frozenset(getattr(manual, "varying", ()))
+
+
+def varying_over(x: jax.Array, axes: frozenset[str]) -> jax.Array:
+    """`x`, made to vary over every manual axis of `axes` it does not vary over yet."""
+    missing = axes - varying_axes(x)
+    return lax.pcast(x, tuple(sorted(missing)), to="varying") if missing else x
 
 
 def varying_like(x: jax.Array, *like: jax.Array) -> jax.Array:
     """`x`, made to vary over every manual axis that any of `like` varies over: a loop state
     that starts from zeros, or a cotangent that must have its primal's type."""
-    missing = frozenset().union(*(varying_axes(a) for a in like)) - varying_axes(x)
-    return lax.pcast(x, tuple(sorted(missing)), to="varying") if missing else x
+    return varying_over(x, frozenset().union(*(varying_axes(a) for a in like)))
 
 
 def in_manual_context() -> bool:

@@ -45,6 +45,13 @@ KERNEL_GRAD_ONE_GEMM_MAX_DEPTH = 576
 # A 3-D kernel of this many taps or more runs its GEMM forms' kernel rows in a loop: its
 # k² rows, each its own piece of program, are most of the compile time (#every-rank-plans).
 LOOP_ROWS_MIN_TAPS = 64
+# Images of at most this many output positions run their GEMM forms' kernel rows in a loop
+# too: each row's windows are cut inside the loop, so the forward's and ∂L/∂W's are not one
+# buffer that XLA keeps from the forward to the backward (#memory).
+LOOP_ROWS_MAX_POSITIONS = 16
+# The shallow ∂L/∂W stacks every tap's window: past this many values (N·∏out·∏k·C/G) it
+# runs in chunks, or the whole batch's stack is held at the step's peak of memory (#memory).
+SHALLOW_KERNEL_GRAD_MAX_WINDOWS = 2**21
 # Output positions per chunk of images: the windows a chunk cuts stay in cache (#chunks).
 CHUNK_POSITIONS = 6144
 # A Winograd chunk holds at least this many output values (positions × O): thin kernels need
@@ -277,7 +284,11 @@ def _cpu_plan(geom: ConvGeometry, dtype) -> Plan:
         grad_kernel = dict(grad_kernel="depthwise", grad_kernel_chunk=dw_chunk)
     elif is_shallow:
         grad_input = dict(grad_input="shallow")
-        grad_kernel = dict(grad_kernel="shallow")
+        windows = geom.batch * math.prod(geom.out_size) * depth(geom)
+        shallow_chunk = None
+        if windows > SHALLOW_KERNEL_GRAD_MAX_WINDOWS:
+            shallow_chunk = images_per_chunk(geom, winograd=False)
+        grad_kernel = dict(grad_kernel="shallow", grad_kernel_chunk=shallow_chunk)
     else:
         grad_input = dict(
             grad_input="winograd" if winograd else "gemm-rows", grad_input_chunk=chunk
@@ -290,7 +301,10 @@ def _cpu_plan(geom: ConvGeometry, dtype) -> Plan:
             gemm_chunk = images_per_chunk(geom, winograd=False)
             grad_kernel = dict(grad_kernel=_gemm_kernel_grad(geom), grad_kernel_chunk=gemm_chunk)
     plan = Plan(**forward, **grad_input, **grad_kernel, transpose_by_chunk=not is_shallow)
-    if geom.spatial_rank >= 3 and math.prod(geom.kernel_size) >= LOOP_ROWS_MIN_TAPS:
+    many_taps = geom.spatial_rank >= 3 and math.prod(geom.kernel_size) >= LOOP_ROWS_MIN_TAPS
+    small_images = math.prod(geom.out_size) <= LOOP_ROWS_MAX_POSITIONS
+    rows = math.prod(geom.kernel_size[:-1])  # kernel rows of `fold_axes` 1
+    if rows > 1 and (many_taps or small_images):
         plan = dataclasses.replace(plan, rows_in_loop=True)
     return plan
 
