@@ -380,7 +380,7 @@ def compare(
       >>> config = check.AuditConfig((1, 2, 6, 5), (3, 2, 3, 2), stride=(2, 1), padding="SAME")
       >>> result = check.compare(config)
       >>> result.passed, result.error("lax", "dW").max_rel < 1e-12, len(result.plans)
-      (True, True, 4)
+      (True, True, 5)
     """
     if dtype not in DTYPES:
         raise ValueError(f"compare: `dtype` must be one of {DTYPES}, got {dtype!r}.")
