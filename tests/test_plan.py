@@ -342,26 +342,8 @@ def test_small_images_loop_over_their_kernel_rows():
 def test_shallow_kernel_gradient_of_a_large_batch_runs_in_chunks():
     # docs/performance.md#memory: the stacked windows of a network's stem would be held at
     # the step's peak; those of a small layer are faster on the whole batch.
-    stem = conv_geometry(
-        "test",
-        (128, 3, 32, 32),
-        (64, 3, 3, 3),
-        stride=1,
-        padding="SAME",
-        dilation=1,
-        groups=1,
-        layout="NCHW",
-    )
-    small = conv_geometry(
-        "test",
-        (128, 1, 28, 28),
-        (32, 1, 3, 3),
-        stride=1,
-        padding="VALID",
-        dilation=1,
-        groups=1,
-        layout="NCHW",
-    )
+    stem = _geom(128, 3, 64, (32, 32), padding="SAME")
+    small = _geom(128, 1, 32, (28, 28))
     windows = 128 * 32 * 32 * 27
     assert windows > plans.SHALLOW_KERNEL_GRAD_MAX_WINDOWS >= 128 * 26 * 26 * 9
     chunked, whole = plans.choose(stem, "cpu"), plans.choose(small, "cpu")
