@@ -18,6 +18,7 @@ run() {  # name, then env assignments
     | tee "benchmarks/results/gemms-$name.txt"
   env "$@" python benchmarks/bench_networks.py --json "benchmarks/results/networks-$name.json" \
     | tee "benchmarks/results/networks-$name.txt"
+  env "$@" python benchmarks/bench_layers.py --json "benchmarks/results/layers-$name.json" | tee "benchmarks/results/layers-$name.txt"
 }
 run default
 run glibc GLIBC_TUNABLES="$GLIBC"

@@ -354,3 +354,43 @@ def nd_conv_configs(draw, ranks=(1, 2, 3)):
     batch = draw(st.integers(1, 2))
     cfg = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, layout=layout)
     return nd_shapes(rank, batch, c, o, tuple(size), k, groups, layout), o, cfg
+
+
+def _sub_jaxprs(eqn):
+    """The jaxprs an equation's parameters hold (a pjit's, a loop's body)."""
+    for value in eqn.params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            inner = getattr(item, "jaxpr", item)
+            if hasattr(inner, "eqns"):
+                yield inner
+
+
+def _contains(eqn, primitive: str) -> bool:
+    return eqn.primitive.name == primitive or any(
+        _contains(e, primitive) for j in _sub_jaxprs(eqn) for e in j.eqns
+    )
+
+
+def before_argument(fn, args, index: int, primitive: str, loop_operand_shapes=()) -> list:
+    """What in fn's jaxpr reads nothing computed from argument `index`, so that XLA may
+    schedule it before that argument exists: the top-level equations that are or contain
+    `primitive`, and the loops' operands of `loop_operand_shapes`.
+
+    Returns:
+      The equations and the loop operands' avals found.
+    """
+    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    tainted = {id(jaxpr.invars[index])}
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("while", "scan"):
+            found += [
+                v.aval
+                for v in eqn.invars
+                if id(v) not in tainted and v.aval.shape in loop_operand_shapes
+            ]
+        if any(id(v) in tainted for v in eqn.invars):
+            tainted.update(id(v) for v in eqn.outvars)
+        elif _contains(eqn, primitive):
+            found.append(eqn)
+    return found

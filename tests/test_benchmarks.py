@@ -131,6 +131,51 @@ def test_bench_networks_quick_runs_and_reports(tmp_path, capsys):
     assert "by layer kind" in text and "by pass and form" in text
 
 
+@pytest.mark.slow
+def test_bench_layers_quick_runs_and_reports(tmp_path, capsys, monkeypatch):
+    import jax
+    import numpy as np
+
+    layers = _load("bench_layers")
+    # PyTorch's convolutions are timed (as in bench_conv's test) but not its whole eager step:
+    # see test_bench_networks_quick_runs_and_reports.
+    monkeypatch.setattr(layers.bench_networks, "torch_step", lambda *args: None)
+    out = tmp_path / "layers.json"
+    result = layers.main(["--quick", "--json", str(out)])
+    impls = {"jaxconv", "lax"} | ({"torch"} if importlib.util.find_spec("torch") else set())
+    text = capsys.readouterr().out
+    assert set(result["networks"]) == {"resnet18", "mobilenetv2"}
+    for name, r in result["networks"].items():
+        # Independently of the recorder: every convolution has a kernel of its own, used once.
+        net = layers.bench_networks.build_network(name, quick=True)
+        kernels = [a.shape for a in jax.tree_util.tree_leaves(net.params) if np.ndim(a) == 4]
+        assert r["conv_calls"] == len(kernels) == sum(k["count"] for k in r["kinds"])
+        found = [tuple(k["w_shape"]) for k in r["kinds"] for _ in range(k["count"])]
+        assert sorted(found) == sorted(kernels)
+        assert len({k["kind"] for k in r["kinds"]}) == len(r["kinds"])
+        for k in r["kinds"]:
+            assert set(k["ms"]) == impls and all(k["ok"].values())
+            assert all(e <= 1e-4 for e in k["rel_err"].values())
+            assert all(0 < s["min"] <= s["median"] <= s["max"] for s in k["ms"].values())
+            for impl, s in k["ms"].items():
+                assert k["ms_per_step"][impl] == pytest.approx(k["count"] * s["median"])
+            assert f"  {k['kind']} " in text
+        per_step = [k["ms_per_step"]["jaxconv"] for k in r["kinds"]]
+        assert per_step == sorted(per_step, reverse=True)
+        for impl in impls:
+            total = sum(k["ms_per_step"][impl] for k in r["kinds"])
+            assert r["total_ms_per_step"][impl] == pytest.approx(total)
+        assert set(r["steps_ms"]) == {"jaxconv", "lax"}  # torch_step patched out
+        for impl, s in r["steps_ms"].items():
+            rest = s["median"] - r["total_ms_per_step"][impl]
+            assert r["rest_ms"][impl] == pytest.approx(rest)
+    kinds = {k["kind"] for r in result["networks"].values() for k in r["kinds"]}
+    assert "3x3_4to8_s2_g1_32px" in kinds and "3x3_8to8_s2_g8_32px" in kinds  # depthwise
+    assert json.loads(out.read_text())["meta"]["batch_size"] == 8
+    assert "total (Σ over kinds)" in text and "rest of the step (not convolutions)" in text
+    assert "WRONG" not in text
+
+
 def test_network_models_with_jaxconv_and_xla_agree_on_one_step():
     # The same ResNet, float64, at the same parameters and batch: jaxconv's convolutions
     # against XLA's (lax.conv_general_dilated with autodiff), loss and every gradient.

@@ -9,6 +9,7 @@ import pytest
 
 from jaxconv._src.evaluation import chunks
 from jaxconv._src.evaluation.buffers import zeros_after
+from tests.helpers import before_argument
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.complex64, jnp.int32])
@@ -54,3 +55,12 @@ def test_a_chunk_loops_output_buffer_comes_from_its_chunks():
     np.testing.assert_array_equal(
         chunks.map_over_images(lambda c: c * 2, (a,), 2), np.asarray(a) * 2
     )
+
+
+def test_a_chunked_sum_starts_after_its_last_operand():
+    # ∂L/∂W sums over (x, ∂L/∂Z): zeros made from x would exist from the forward on and be
+    # held across the step's peak; made from the cotangent they come in the backward.
+    x, g = jnp.ones((6, 4)), jnp.ones((6, 3))
+    fn = lambda x, g: chunks.sum_over_images(lambda a, b: a.T @ b, (x, g), 2)  # noqa: E731
+    assert not before_argument(fn, (x, g), 1, "broadcast_in_dim")
+    np.testing.assert_array_equal(fn(x, g), np.full((4, 3), 6.0))

@@ -29,6 +29,7 @@ from tests.helpers import (
     ALL_CASES,
     CHUNK_CASES,
     ND_CASES,
+    before_argument,
     case_operands,
     geometry_of,
     jit_fast_compile,
@@ -456,3 +457,25 @@ def test_gemm_rows_in_a_loop_equal_the_plain_rule(case, fold):
         body = loops[0].params["jaxpr"].jaxpr
         assert [e.primitive.name for e in body.eqns].count("dot_general") == 1, name
         assert "dot_general" not in [e.primitive.name for e in jaxpr.eqns], name
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_winograd_grad_input_reads_a_kernel_made_after_the_cotangent(chunk):
+    # Its kernel tiles come from W alone: unless W is tied to ∂L/∂Z, XLA makes every layer's
+    # tiles in the forward and holds them to the backward (docs/performance.md, "Memory").
+    geom = conv_geometry(
+        "t",
+        (4, 6, 6, 3),
+        (3, 3, 3, 5),
+        stride=1,
+        padding="SAME",
+        dilation=1,
+        groups=1,
+        layout="NHWC",
+    )
+    plan = Plan(forward="winograd", grad_input="winograd", grad_input_chunk=chunk)
+    g, w = jnp.ones((4, 6, 6, 5)), jnp.ones((3, 3, 3, 5))
+    fn = lambda g, w: evaluate.grad_input(g, w, geom, plan)  # noqa: E731
+    assert not before_argument(fn, (g, w), 0, "dot_general", [w.shape])
+    plain = evaluate.grad_input(g, w, geom, Plan())
+    np.testing.assert_allclose(fn(g, w), plain, rtol=1e-6)

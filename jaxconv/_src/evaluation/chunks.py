@@ -131,8 +131,9 @@ def sum_over_images(
         return jax.vmap(fn)(*(c.reshape(shards, -1, *c.shape[1:]) for c in chunk))
 
     term = jax.eval_shape(part_sums, *(a[0] for a in stacked))
-    # Each part's zeros from its own images; inside shard_map the sum varies like them.
-    parts = stacked[0][0].reshape(shards, -1, *stacked[0].shape[2:])
+    # Each part's zeros from its own images of the last array (∂L/∂W's cotangent, which
+    # exists only in the backward); inside shard_map the sum varies like them.
+    parts = stacked[-1][0].reshape(shards, -1, *stacked[-1].shape[2:])
     if shards == 1:
         start = zeros_after(parts[0], term.shape, term.dtype, batch_axes=0)
     else:

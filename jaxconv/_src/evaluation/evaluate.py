@@ -21,8 +21,9 @@ from jax import lax
 from jaxconv._src import geometry as geo
 from jaxconv._src import layout as lay
 from jaxconv._src import rules
-from jaxconv._src.evaluation import chunks, complex_parts, gemm, shallow
+from jaxconv._src.evaluation import chunks, complex_parts, gemm, mesh, shallow
 from jaxconv._src.evaluation import winograd as wg
+from jaxconv._src.evaluation.buffers import zeros_after
 from jaxconv._src.evaluation.plan import PLAIN, Plan, choose
 from jaxconv._src.geometry import ConvGeometry
 
@@ -216,6 +217,11 @@ def _grad_input(g, w, geom, plan, shards):
     if _by_real_parts(plan, g):
         real = functools.partial(grad_input, geom=geom, plan=plan.real, shards=shards)
         return complex_parts.three_real_products(real, g, w)
+    if plan.grad_input == "winograd" and mesh.values_are_local():
+        # W made after ∂L/∂Z: XLA would otherwise make every layer's kernel tiles from W
+        # alone in the forward and hold them to the backward (docs/performance.md, "Memory").
+        # Not where XLA partitions the arrays: one element of ∂L/∂Z would be communicated.
+        w = w + zeros_after(g, w.shape, w.dtype, batch_axes=0)
     form, channels_last = _form(_GRAD_INPUT, plan.grad_input, plan, w=w, geom=geom)
     if channels_last:
         return chunks.map_channels_last(form, g, geom.layout, plan.grad_input_chunk, shards=shards)

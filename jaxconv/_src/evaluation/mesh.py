@@ -44,6 +44,15 @@ def in_manual_context() -> bool:
     return bool(jax.sharding.get_abstract_mesh().manual_axes)
 
 
+def values_are_local() -> bool:
+    """Whether every array of the trace is whole on one device, or is each device's shard
+    (`in_manual_context`): a value made from one element of an array needs no communication."""
+    if in_manual_context():
+        return True
+    mesh = jax.sharding.get_abstract_mesh()
+    return (mesh.size if not mesh.empty else jax.device_count()) == 1
+
+
 def _names(entry) -> AxisNames:
     if entry is None:
         return ()
