@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the four benchmarks in the three environments the README's Performance section reports,
+# Runs the benchmarks in the three environments the README's Performance section reports,
 # each in a fresh process: as installed, with glibc's allocator told to keep freed memory
 # (no page faults on every call), and that plus XLA's YNNPACK fusions off.
 # Results land in benchmarks/results/ (JSON and the printed tables).
