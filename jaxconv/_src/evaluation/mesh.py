@@ -47,10 +47,13 @@ def in_manual_context() -> bool:
 def values_are_local() -> bool:
     """Whether every array of the trace is whole on one device, or is each device's shard
     (`in_manual_context`): a value made from one element of an array needs no communication."""
-    if in_manual_context():
-        return True
+    return in_manual_context() or _devices() == 1
+
+
+def _devices() -> int:
+    """The devices of the context mesh, or of the process's JAX where there is none."""
     mesh = jax.sharding.get_abstract_mesh()
-    return (mesh.size if not mesh.empty else jax.device_count()) == 1
+    return mesh.size if not mesh.empty else jax.device_count()
 
 
 def _names(entry) -> AxisNames:
@@ -92,8 +95,7 @@ def auto_batch_shards(batch: int) -> int:
     """
     if in_manual_context():
         return 1
-    mesh = jax.sharding.get_abstract_mesh()
-    devices = mesh.size if not mesh.empty else jax.device_count()
+    devices = _devices()
     return devices if devices > 1 and batch % devices == 0 else 1
 
 
