@@ -219,8 +219,11 @@ def jax_programs(conv, x, w, cfg) -> dict[str, tuple[Callable, tuple]]:
         return z, vjp(cot)
 
     if conv is jaxconv.conv2d:
-        dx = jax.jit(lambda w, cot: jaxconv.conv2d_grad_input(cot, w, x.shape, **cfg))
-        dw = jax.jit(lambda x, cot: jaxconv.conv2d_grad_kernel(x, cot, w.shape, **cfg))
+        # Bound now, not when first traced: compare_programs.py swaps `jaxconv` for another
+        # version of it while it builds that version's programs.
+        grad_input, grad_kernel = jaxconv.conv2d_grad_input, jaxconv.conv2d_grad_kernel
+        dx = jax.jit(lambda w, cot: grad_input(cot, w, x.shape, **cfg))
+        dw = jax.jit(lambda x, cot: grad_kernel(x, cot, w.shape, **cfg))
     else:
         dx = jax.jit(lambda w, cot: jax.vjp(lambda x: conv(x, w, **cfg), x)[1](cot)[0])
         dw = jax.jit(lambda x, cot: jax.vjp(lambda w: conv(x, w, **cfg), w)[1](cot)[0])

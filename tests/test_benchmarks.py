@@ -55,6 +55,38 @@ def test_bench_train_runs(tmp_path):
     assert result["jaxconv_over_lax"] > 0
 
 
+def test_compare_programs_builds_the_old_versions_gradient_programs():
+    # The old version's ∂L/∂X and ∂L/∂W programs must call its own gradient functions, also
+    # when they are first traced after the comparison has swapped the new version back in.
+    import types
+
+    import jax.numpy as jnp
+
+    import jaxconv
+
+    compare = _load("compare_programs")
+    calls = []
+
+    def recorded(name, fn):
+        def call(*args, **kwargs):
+            calls.append(name)
+            return fn(*args, **kwargs)
+
+        return call
+
+    old = types.SimpleNamespace(
+        conv2d=jaxconv.conv2d,
+        conv2d_grad_input=recorded("dX", jaxconv.conv2d_grad_input),
+        conv2d_grad_kernel=recorded("dW", jaxconv.conv2d_grad_kernel),
+    )
+    x, w = jnp.ones((2, 3, 6, 6)), jnp.ones((4, 3, 3, 3))
+    programs = compare._old_programs(old, x, w, dict(layout="NCHW"))
+    for name in ("dX", "dW"):
+        fn, args = programs[name]
+        fn(*args)
+    assert calls == ["dX", "dW"]
+
+
 def test_program_dots_counts_each_dot_by_its_loops_trip_count():
     import jax
     import jax.numpy as jnp

@@ -328,9 +328,10 @@ def _channels_last_case(case):
 @pytest.mark.parametrize("case", ["1d-stride2-same", "stride2-same", "3d-dil-groups2"])
 def test_gemm_rows_fold_any_number_of_kernel_axes(case, fold):
     # fold = 1: a kernel row per GEMM; 2: a (kh, kw) plane in 3-D; at least the rank: every tap.
+    # Odd folds join the windows by pads, even ones by concatenation: both ways on every rank.
     x, w, geom = _channels_last_case(case)
     plan = Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel="gemm-rows")
-    folded = dataclasses.replace(plan, fold_axes=fold)
+    folded = dataclasses.replace(plan, fold_axes=fold, rows_by_pads=fold % 2 == 1)
     g = _cotangent(geom, "NHWC")
     rows = gemm.kernel_rows(geom, fold)
     assert len(rows) == math.prod(geom.kernel_size[: max(0, geom.spatial_rank - fold)])
@@ -432,7 +433,8 @@ def test_complex_as_real_contracts_real_operands_only():
 )
 def test_gemm_rows_in_a_loop_equal_the_plain_rule(case, fold):
     # One row's GEMM per iteration, its leading offsets traced: the same sums as the rows
-    # written out, on every rank, with strides, dilation, padding and groups.
+    # written out, on every rank, with strides, dilation, padding and groups; the windows
+    # joined by pads on fold 1, by concatenation on fold 2.
     x, w, geom = _channels_last_case(case)
     plan = Plan(
         forward="gemm-rows",
@@ -440,6 +442,7 @@ def test_gemm_rows_in_a_loop_equal_the_plain_rule(case, fold):
         grad_kernel="gemm-rows",
         fold_axes=fold,
         rows_in_loop=True,
+        rows_by_pads=fold == 1,
     )
     g = _cotangent(geom, "NHWC")
     rows = len(gemm.kernel_rows(geom, fold))
@@ -479,3 +482,28 @@ def test_winograd_grad_input_reads_a_kernel_made_after_the_cotangent(chunk):
     assert not before_argument(fn, (g, w), 0, "dot_general", [w.shape])
     plain = evaluate.grad_input(g, w, geom, Plan())
     np.testing.assert_allclose(fn(g, w), plain, rtol=1e-6)
+
+
+@pytest.mark.parametrize("pass_name", ["forward", "grad_kernel"])
+def test_a_kernel_rows_windows_are_joined_without_a_copy_of_each(pass_name):
+    # Joined by pads (Plan.rows_by_pads), the row's windows side by side are made in one
+    # pass from the padded input: the compiled pass holds no copy of each window besides
+    # them (docs/performance.md, "Memory").
+    geom = conv_geometry(
+        "t",
+        (8, 12, 12, 64),
+        (1, 5, 64, 32),
+        stride=1,
+        padding="SAME",
+        dilation=1,
+        groups=1,
+        layout="NHWC",
+    )
+    x, w, g = jnp.ones((8, 12, 12, 64)), jnp.ones((1, 5, 64, 32)), jnp.ones((8, 12, 12, 32))
+    form = {"forward": gemm.forward_rows, "grad_kernel": gemm.grad_kernel_rows}[pass_name]
+    args, out_bytes = ((x, w), g.nbytes) if pass_name == "forward" else ((x, g), w.nbytes)
+    fn = functools.partial(form, geom=geom, by_pads=True)
+    side_by_side = x.nbytes * 5
+    padded = x.nbytes * 16 // 12
+    temp = jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes
+    assert temp <= side_by_side + padded + out_bytes, (temp, side_by_side)

@@ -40,7 +40,8 @@ def _geom(n, c, o, hw, khw=(3, 3), stride=1, padding="VALID", dilation=1, groups
 #   14.2 -> 8 (divides 128); nothing to pad (24×24 is whole tiles) so the forward takes its
 #   chunks as state; ∂L/∂W 12·12·8·32·64 = 2^21.2 < 2^22 -> GEMM over all taps (depth 288),
 #   chunk 6144 / 576 = 10.7 -> 8. C: stride 2, GEMMs, 16×16 outputs, 6144 / 256 = 24 -> 16;
-#   depth 576 -> all taps. D: 56×56, 8192 / 3136 = 2.6 -> 2 (divides 32);
+#   depth 576 -> all taps; a 2-D row of 3 taps, so the forward joins its windows by pads.
+#   D: 56×56, 8192 / 3136 = 2.6 -> 2 (divides 32);
 #   28·28·2·64·64 = 2^22.6 -> Winograd ∂L/∂W; SAME pads. E: dilation 2, 32×32 outputs, 2^19 / 32
 #   = 16384 / 1024 = 16; 4 phases of 8·8 tiles · 16 · 32 · 32 = 2^22 exactly -> Winograd;
 #   ∂L/∂W. F: depthwise, the forward and ∂L/∂W in chunks of about 6144·64 = 393216 output values:
@@ -56,7 +57,7 @@ WORKLOADS = {
     ),
     "C": (
         _geom(64, 64, 128, (32, 32), stride=2, padding="SAME"),
-        Plan("gemm-rows", "gemm-rows", "gemm-taps", 16, 16, 16, False, True),
+        Plan("gemm-rows", "gemm-rows", "gemm-taps", 16, 16, 16, False, True, rows_by_pads=True),
     ),
     "D": (
         _geom(32, 64, 64, (56, 56), padding="SAME"),

@@ -66,10 +66,12 @@ def form_scope(pass_name: str, plan: Plan) -> str:
 def _form(table: dict, name: str, plan: Plan, **operands) -> tuple[Callable, bool]:
     """The form `name` of a pass's `table` with its operands bound and the plan's options
     for it: a GEMM by kernel rows folds `plan.fold_axes` kernel axes, in a loop with
-    `plan.rows_in_loop`."""
+    `plan.rows_in_loop`, its windows joined by pads with `plan.rows_by_pads`."""
     fn, channels_last = table[name]
     if name == "gemm-rows":
         operands["fold"], operands["loop"] = plan.fold_axes, plan.rows_in_loop
+        if table is not _GRAD_INPUT:  # ∂L/∂X splits a row's product; it joins no windows
+            operands["by_pads"] = plan.rows_by_pads
     return functools.partial(fn, **operands), channels_last
 
 

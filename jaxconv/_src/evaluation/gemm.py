@@ -47,36 +47,57 @@ def _row_kernel(w: jax.Array, row: Tap) -> jax.Array:
 
 
 def row_windows(x_pad: jax.Array, row_taps: list[Tap], geom: ConvGeometry) -> list[jax.Array]:
-    """The windows of one kernel row's taps, positions flattened: arrays (N·∏out, C).
+    """The windows of one kernel row's taps: arrays (N, *out, C).
 
     Args:
       x_pad: (N, *padded, C), the input after `geom.padding`.
       row_taps: the row's taps (`kernel_rows`).
     """
-    c = x_pad.shape[-1]
-    return [rules.window(x_pad, tap, geom).reshape(-1, c) for tap in row_taps]
+    return [rules.window(x_pad, tap, geom) for tap in row_taps]
 
 
-def row_forward(windows: list[jax.Array], w_row: jax.Array, groups: int, acc) -> jax.Array:
+def _side_by_side(windows: list[jax.Array], by_pads: bool) -> jax.Array:
+    """Windows (N, *out, C) side by side, positions flattened: (N·∏out, taps·C).
+
+    `by_pads` (`Plan.rows_by_pads`) joins them as a sum of zero-padded windows, which XLA
+    makes in one pass from the input where a concatenation first copies out each window;
+    each joined value then tests every window's bounds, so it pays for a kernel row's few
+    taps, not for all of a kernel's.
+    """
+    c, taps = windows[0].shape[-1], len(windows)
+    if not by_pads or taps == 1:
+        return jnp.concatenate(windows, axis=-1).reshape(-1, taps * c)
+    keep = [(0, 0, 0)] * (windows[0].ndim - 1)
+    joined = rules.total(
+        lax.pad(v, jnp.zeros((), v.dtype), [*keep, (b * c, (taps - 1 - b) * c, 0)])
+        for b, v in enumerate(windows)
+    )
+    return joined.reshape(-1, taps * c)
+
+
+def row_forward(
+    windows: list[jax.Array], w_row: jax.Array, groups: int, acc, by_pads: bool = False
+) -> jax.Array:
     """One kernel row's term of eq. 29: Σ_{b, i} windows[b][m, g·Cg + i]·w_row[b, i, g·Og + o].
 
     Args:
-      windows: one array (M, C) per tap b of the row, from `row_windows`.
+      windows: one array (N, *out, C) per tap b of the row, from `row_windows`; m indexes
+        the flattened (N, *out).
       w_row: (taps, C//G, O), the row's kernel (`_row_kernel`).
       groups: G.
       acc: accumulation dtype.
+      by_pads: how the windows are joined (`_side_by_side`).
 
     Returns:
       (M, O) in `acc`.
     """
     kw, c_per_group, o = w_row.shape
-    m, c = windows[0].shape
+    side_by_side = _side_by_side(windows, by_pads)
+    m, c = side_by_side.shape[0], windows[0].shape[-1]
     if groups == 1:
-        return jnp.dot(
-            jnp.concatenate(windows, axis=1), w_row.reshape(kw * c, o), preferred_element_type=acc
-        )
+        return jnp.dot(side_by_side, w_row.reshape(kw * c, o), preferred_element_type=acc)
     out = lax.dot_general(
-        jnp.stack(windows, axis=1).reshape(m, kw, groups, c_per_group),
+        side_by_side.reshape(m, kw, groups, c_per_group),
         w_row.reshape(kw, c_per_group, groups, o // groups),
         (((1, 3), (0, 1)), ((2,), (2,))),
         preferred_element_type=acc,
@@ -116,29 +137,28 @@ def row_backward(g: jax.Array, w_row: jax.Array, groups: int, acc) -> list[jax.A
     return list(out)
 
 
-def windows_kernel_grad(windows: list[jax.Array], g: jax.Array, groups: int, acc) -> jax.Array:
+def windows_kernel_grad(
+    windows: list[jax.Array], g: jax.Array, groups: int, acc, by_pads: bool = False
+) -> jax.Array:
     """The taps' ∂L/∂W (eq. 30) from their windows: Σ_m windows[t][m, g·Cg + i]·g[m, g·Og + o].
 
     The windows side by side make one contraction with len(windows)·C/G output rows.
 
     Args:
-      windows: arrays (M, C), the taps' windows of the padded input.
+      windows: arrays (N, *out, C), the taps' windows of the padded input.
       g: (M, O), ∂L/∂Z with its positions flattened.
+      by_pads: how the windows are joined (`_side_by_side`).
 
     Returns:
       (len(windows), C//G, O) in `acc`.
     """
-    taps, (m, c), o = len(windows), windows[0].shape, g.shape[1]
+    taps, c, (m, o) = len(windows), windows[0].shape[-1], g.shape
+    side_by_side = _side_by_side(windows, by_pads)
     if groups == 1:
-        dw = lax.dot_general(
-            jnp.concatenate(windows, axis=1),
-            g,
-            (((0,), (0,)), ((), ())),
-            preferred_element_type=acc,
-        )
+        dw = lax.dot_general(side_by_side, g, (((0,), (0,)), ((), ())), preferred_element_type=acc)
         return dw.reshape(taps, c, o)
     dw = lax.dot_general(
-        jnp.stack(windows, axis=1).reshape(m, taps, groups, c // groups),
+        side_by_side.reshape(m, taps, groups, c // groups),
         g.reshape(m, groups, o // groups),
         (((0,), (0,)), ((2,), (1,))),
         preferred_element_type=acc,
@@ -204,13 +224,12 @@ def _looped_rows(geom: ConvGeometry, fold: int) -> tuple[int, list[Tap], int]:
 
 
 def _slab_windows(x_pad, r, geom, lead, trailing) -> list[jax.Array]:
-    """The windows (N·∏out, C) of row r's taps, from its slab."""
+    """The windows (N, *out, C) of row r's taps, from its slab."""
     slab = _row_slab(x_pad, _row_index(r, geom.kernel_size[:lead]), geom)
-    c = x_pad.shape[-1]
-    return [_trailing_window(slab, t, geom, lead).reshape(-1, c) for t in trailing]
+    return [_trailing_window(slab, t, geom, lead) for t in trailing]
 
 
-def _forward_loop(x_pad, w, geom, fold, acc, x) -> jax.Array:
+def _forward_loop(x_pad, w, geom, fold, acc, x, by_pads) -> jax.Array:
     """Σ over the rows of `row_forward`, a row an iteration: (N·∏out, O). Its zeros come
     from the unpadded x (a padded one's first elements are constants)."""
     rows, trailing, lead = _looped_rows(geom, fold)
@@ -218,7 +237,7 @@ def _forward_loop(x_pad, w, geom, fold, acc, x) -> jax.Array:
 
     def add_row(r, z):
         windows = _slab_windows(x_pad, r, geom, lead, trailing)
-        return z + row_forward(windows, w_rows[r], geom.groups, acc)
+        return z + row_forward(windows, w_rows[r], geom.groups, acc, by_pads)
 
     n = x_pad.shape[0]
     start = zeros_after(x, (n, math.prod(geom.out_size), geom.out_channels), acc)
@@ -252,20 +271,25 @@ def _grad_input_loop(g_rows, w, geom, fold, acc, n) -> jax.Array:
     return lax.fori_loop(0, rows, add_row, start)
 
 
-def _grad_kernel_loop(x_pad, g_rows, geom, fold, acc, w_shape) -> jax.Array:
+def _grad_kernel_loop(x_pad, g_rows, geom, fold, acc, w_shape, by_pads) -> jax.Array:
     """Each row's `windows_kernel_grad`, a row an iteration: (rows, taps per row, C/G, O)."""
     rows, trailing, lead = _looped_rows(geom, fold)
 
     def row_grad(r, dw):
         windows = _slab_windows(x_pad, r, geom, lead, trailing)
-        return dw.at[r].set(windows_kernel_grad(windows, g_rows, geom.groups, acc))
+        return dw.at[r].set(windows_kernel_grad(windows, g_rows, geom.groups, acc, by_pads))
 
     start = zeros_after(g_rows, (rows, len(trailing), *w_shape[-2:]), acc, batch_axes=0)
     return lax.fori_loop(0, rows, row_grad, start)
 
 
 def forward_rows(
-    x: jax.Array, w: jax.Array, geom: ConvGeometry, fold: int = 1, loop: bool = False
+    x: jax.Array,
+    w: jax.Array,
+    geom: ConvGeometry,
+    fold: int = 1,
+    loop: bool = False,
+    by_pads: bool = False,
 ) -> jax.Array:
     """Eq. 29 as one GEMM per kernel row (`row_forward`), summed over the rows.
 
@@ -274,6 +298,7 @@ def forward_rows(
       w: (*k, C//G, O).
       fold: the kernel axes one GEMM folds (`kernel_rows`).
       loop: the rows as a loop (module doc).
+      by_pads: a row's windows joined by pads (`_side_by_side`).
 
     Returns:
       (N, *out, O) in the accumulation dtype.
@@ -281,10 +306,12 @@ def forward_rows(
     acc = rules.accumulation_dtype(x.dtype)
     x_pad = rules.pad(x, geom.padding, dilation=geom.input_dilation)
     if loop and len(kernel_rows(geom, fold)) > 1:
-        z = _forward_loop(x_pad, w, geom, fold, acc, x)
+        z = _forward_loop(x_pad, w, geom, fold, acc, x, by_pads)
         return z.reshape(x.shape[0], *geom.out_size, geom.out_channels)
     z = rules.total(
-        row_forward(row_windows(x_pad, row_taps, geom), _row_kernel(w, row), geom.groups, acc)
+        row_forward(
+            row_windows(x_pad, row_taps, geom), _row_kernel(w, row), geom.groups, acc, by_pads
+        )
         for row, row_taps in kernel_rows(geom, fold)
     )
     return z.reshape(x.shape[0], *geom.out_size, geom.out_channels)
@@ -341,7 +368,12 @@ def grad_kernel_taps(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Arra
 
 
 def grad_kernel_rows(
-    x: jax.Array, g: jax.Array, geom: ConvGeometry, fold: int = 1, loop: bool = False
+    x: jax.Array,
+    g: jax.Array,
+    geom: ConvGeometry,
+    fold: int = 1,
+    loop: bool = False,
+    by_pads: bool = False,
 ) -> jax.Array:
     """Eq. 30 as one GEMM per kernel row: a row's windows side by side.
 
@@ -350,6 +382,7 @@ def grad_kernel_rows(
       g: ∂L/∂Z, (N, *out, O).
       fold: the kernel axes one GEMM folds (`kernel_rows`).
       loop: the rows as a loop (module doc).
+      by_pads: a row's windows joined by pads (`_side_by_side`).
 
     Returns:
       (*k, C//G, O) in the accumulation dtype.
@@ -359,10 +392,10 @@ def grad_kernel_rows(
     g_rows = g.reshape(-1, geom.out_channels)
     if loop and len(kernel_rows(geom, fold)) > 1:
         w_shape = (*geom.kernel_size, geom.in_channels // geom.groups, geom.out_channels)
-        dw = _grad_kernel_loop(x_pad, g_rows, geom, fold, acc, w_shape)
+        dw = _grad_kernel_loop(x_pad, g_rows, geom, fold, acc, w_shape, by_pads)
         return dw.reshape(w_shape)
     rows = [
-        windows_kernel_grad(row_windows(x_pad, row_taps, geom), g_rows, geom.groups, acc)
+        windows_kernel_grad(row_windows(x_pad, row_taps, geom), g_rows, geom.groups, acc, by_pads)
         for _, row_taps in kernel_rows(geom, fold)
     ]
     dw = jnp.stack(rows)  # (rows, taps per row, C//G, O)
