@@ -207,7 +207,10 @@ def _tracked_like(root: Path, folder: str, pattern: str = "*") -> set[str]:
     return {
         p.relative_to(root).as_posix()
         for p in (root / folder).rglob(pattern)
-        if p.is_file() and "__pycache__" not in p.parts and not p.name.startswith(".")
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        # hidden files and tool caches (.mypy_cache) a checkout may hold
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
     }
 
 
