@@ -164,17 +164,17 @@ def test_bench_networks_quick_runs_and_reports(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_bench_layers_quick_runs_and_reports(tmp_path, capsys, monkeypatch):
+def test_bench_layers_quick_runs_and_reports(tmp_path, capsys):
     import jax
     import numpy as np
 
     layers = _load("bench_layers")
-    # PyTorch's convolutions are timed (as in bench_conv's test) but not its whole eager step:
-    # see test_bench_networks_quick_runs_and_reports.
-    monkeypatch.setattr(layers.bench_networks, "torch_step", lambda *args: None)
+    # No PyTorch here: on an AMD EPYC, torch 2.13 CPU's channels-last ∂L/∂W of the quick
+    # networks' 1×1 stride-2 layer came out wrong (relative error 0.8), hung, or segfaulted.
+    # test_bench_layers_times_pytorch_after_checking_it runs its path on a 3×3 layer.
     out = tmp_path / "layers.json"
-    result = layers.main(["--quick", "--json", str(out)])
-    impls = {"jaxconv", "lax"} | ({"torch"} if importlib.util.find_spec("torch") else set())
+    result = layers.main(["--quick", "--no-torch", "--json", str(out)])
+    impls = {"jaxconv", "lax"}
     text = capsys.readouterr().out
     assert set(result["networks"]) == {"resnet18", "mobilenetv2"}
     for name, r in result["networks"].items():
@@ -197,7 +197,7 @@ def test_bench_layers_quick_runs_and_reports(tmp_path, capsys, monkeypatch):
         for impl in impls:
             total = sum(k["ms_per_step"][impl] for k in r["kinds"])
             assert r["total_ms_per_step"][impl] == pytest.approx(total)
-        assert set(r["steps_ms"]) == {"jaxconv", "lax"}  # torch_step patched out
+        assert set(r["steps_ms"]) == {"jaxconv", "lax"}
         for impl, s in r["steps_ms"].items():
             rest = s["median"] - r["total_ms_per_step"][impl]
             assert r["rest_ms"][impl] == pytest.approx(rest)
@@ -206,6 +206,15 @@ def test_bench_layers_quick_runs_and_reports(tmp_path, capsys, monkeypatch):
     assert json.loads(out.read_text())["meta"]["batch_size"] == 8
     assert "total (Σ over kinds)" in text and "rest of the step (not convolutions)" in text
     assert "WRONG" not in text
+
+
+def test_bench_layers_times_pytorch_after_checking_it():
+    pytest.importorskip("torch")
+    layers = _load("bench_layers")
+    args = layers.parse_args(["--quick", "--repeats", "2", "--warm", "0"])
+    measured = layers.measure_kind(((2, 8, 8, 3), (3, 3, 3, 4), 1, 1), "3x3_3to4", args)
+    assert set(measured["ms"]) == {"jaxconv", "lax", "torch"} and all(measured["ok"].values())
+    assert measured["rel_err"]["torch"] <= layers.CHECK_RTOL
 
 
 def test_network_models_with_jaxconv_and_xla_agree_on_one_step():
