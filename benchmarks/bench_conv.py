@@ -456,7 +456,7 @@ def run(args: argparse.Namespace) -> dict:
             if not err < 1e-4:
                 print(f"  {name} {layout} {impl}: WRONG (rel err {err:.1e}); not timed")
                 del impls[impl]
-        if name in COMPILE_WORKLOADS and "fwd+bwd" in args.passes:
+        if name in args.compile_workloads and "fwd+bwd" in args.passes:
             compiles[f"{name} {layout}"] = _compile_times(
                 name, layout, ours, xla, x, w, full, args.compiles
             )
@@ -601,6 +601,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser, workloads="".join(WORKLOADS), passes=",".join(PASSES))
     parser.add_argument("--quick", action="store_true", help="5 repeats")
+    parser.add_argument(
+        "--compile-workloads",
+        default=COMPILE_WORKLOADS,
+        help="workloads whose forward+backward compile time is measured too",
+    )
     args = split_lists(parser.parse_args(argv))
     if args.quick:
         args.repeats = 5

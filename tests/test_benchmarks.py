@@ -253,8 +253,8 @@ def test_bench_conv_runs_every_rank_transposed_and_complex(monkeypatch, capsys):
     monkeypatch.setitem(
         conv.WORKLOADS, "V", ((2, 3, 8, 8), (4, 3, 3, 3), dict(padding="SAME"), "conv", "complex64")
     )
-    monkeypatch.setattr(conv, "COMPILE_WORKLOADS", "U")
-    args = ["--workloads", "TUV", "--passes", "fwd,fwd+bwd", "--repeats", "2", "--gemm-size", "128"]
+    args = ["--workloads", "TUV", "--compile-workloads", "U", "--passes", "fwd,fwd+bwd"]
+    args += ["--repeats", "2", "--gemm-size", "128"]
     result = conv.main(args)
     layouts = {(r["workload"], r["layout"]) for r in result["rows"]}
     assert layouts == {
