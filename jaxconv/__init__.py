@@ -12,6 +12,7 @@ from jaxconv._src.convolution import conv3d as conv3d
 from jaxconv._src.convolution import conv_grad_bias as conv_grad_bias
 from jaxconv._src.convolution import conv_grad_input as conv_grad_input
 from jaxconv._src.convolution import conv_grad_kernel as conv_grad_kernel
+from jaxconv._src.evaluation.evaluate import plans_for as plans_for
 from jaxconv._src.evaluation.plan import Plan as Plan
 from jaxconv._src.evaluation.plan import choose as choose
 from jaxconv._src.evaluation.plan import supported as supported
@@ -56,5 +57,6 @@ __all__ = [
     "conv_transpose2d",
     "conv_transpose3d",
     "conv_xla",
+    "plans_for",
     "supported",
 ]

@@ -462,6 +462,42 @@ def test_gemm_rows_in_a_loop_equal_the_plain_rule(case, fold):
         assert "dot_general" not in [e.primitive.name for e in jaxpr.eqns], name
 
 
+# --- Depthwise taps in a loop. -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "case", ["1d-causal-depthwise", "1d-depthwise-mult2", "3d-depthwise", "depthwise-dil3"]
+)
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_depthwise_kernel_gradient_taps_in_a_loop_equal_the_plain_rule(case, channels_last, chunk):
+    # One tap's product and sum per iteration, its window a dynamic slice: the same sums as
+    # the taps written out, on every rank and layout, with strides, dilation, a channel
+    # multiplier, and inside the loop over chunks of images.
+    if case in ND_CASES:
+        x, w, _, cfg = nd_case_operands(case, channels_last)
+    else:
+        x, w, _, cfg = case_operands(case, LAYOUTS[channels_last])
+    geom = nd_geometry(x, w, cfg)
+    w, g = kernel_hwio(w, cfg["layout"]), _cotangent(geom, cfg["layout"])
+    plan = Plan(grad_kernel="depthwise", grad_kernel_chunk=chunk, taps_in_loop=True)
+    got, plain = _run("grad_kernel", x, w, g, geom, plan), _plain("grad_kernel", x, w, g, geom)
+    assert got.shape == plain.shape and rel_err(got, plain) <= TOL
+    jaxpr = jax.make_jaxpr(functools.partial(_run, "grad_kernel", geom=geom, plan=plan))
+    loops = [e for e in jaxpr(x, w, g).jaxpr.eqns if e.primitive.name == "scan"]
+    if chunk is not None and chunk < geom.batch:  # the loop over chunks holds the taps' loop
+        (chunk_loop,) = loops
+        loops = [e for e in chunk_loop.params["jaxpr"].jaxpr.eqns if e.primitive.name == "scan"]
+    # fori_loop with a static trip count is a scan, here over the taps.
+    (tap_loop,) = loops
+    assert tap_loop.params["length"] == math.prod(geom.kernel_size)
+    body = tap_loop.params["jaxpr"].jaxpr.eqns
+    windows = [
+        e for e in body if e.primitive.name == "dynamic_slice" and e.outvars[0].aval.ndim == x.ndim
+    ]
+    assert len(windows) == 1 and [e.primitive.name for e in body].count("dot_general") == 1
+
+
 @pytest.mark.parametrize("chunk", [None, 2])
 def test_winograd_grad_input_reads_a_kernel_made_after_the_cotangent(chunk):
     # Its kernel tiles come from W alone: unless W is tied to ∂L/∂Z, XLA makes every layer's

@@ -45,7 +45,7 @@ def _geom(n, c, o, hw, khw=(3, 3), stride=1, padding="VALID", dilation=1, groups
 #   28·28·2·64·64 = 2^22.6 -> Winograd ∂L/∂W; SAME pads. E: dilation 2, 32×32 outputs, 2^19 / 32
 #   = 16384 / 1024 = 16; 4 phases of 8·8 tiles · 16 · 32 · 32 = 2^22 exactly -> Winograd;
 #   ∂L/∂W. F: depthwise, the forward and ∂L/∂W in chunks of about 6144·64 = 393216 output values:
-#   393216 / (56·56·64 = 200704 per image) = 1.96 -> 2.
+#   393216 / (56·56·64 = 200704 per image) = 1.96 -> 2; its ∂L/∂W runs the 9 taps in a loop.
 WORKLOADS = {
     "A": (
         _geom(128, 1, 32, (28, 28)),
@@ -75,6 +75,7 @@ WORKLOADS = {
             grad_kernel="depthwise",
             forward_chunk=2,
             grad_kernel_chunk=2,
+            taps_in_loop=True,
         ),
     ),
 }
@@ -407,15 +408,51 @@ def test_plans_key_the_jit_cache():
 def test_auto_lowers_the_plan_of_each_platform():
     # 16 images of 24×24 outputs: the CPU plan loops over two chunks of 8 by Winograd (16
     # GEMMs, and 2 for the kernel's tiles); the GPU and TPU plans take the whole batch as three
-    # kernel-row GEMMs. Exported for another platform, nothing of the CPU plan is left.
+    # kernel-row GEMMs. Exported for another platform within `plans_for` it, nothing of the
+    # CPU plan is left.
     x, w = jnp.ones((16, 32, 26, 26)), jnp.ones((64, 32, 3, 3))
     forward = jax.jit(lambda x, w: jaxconv.conv2d(x, w))
-    for platform, loops, dots in (("cpu", 1, 18), ("cuda", 0, 3), ("tpu", 0, 3)):
-        text = jax.export.export(forward, platforms=[platform])(x, w).mlir_module()
-        assert text.count("stablehlo.while") == loops, platform
-        assert text.count("stablehlo.dot_general") == dots, platform
+    with jaxconv.plans_for("cuda", "tpu"):
+        for platform, loops, dots in (("cpu", 1, 18), ("cuda", 0, 3), ("tpu", 0, 3)):
+            text = jax.export.export(forward, platforms=[platform])(x, w).mlir_module()
+            assert text.count("stablehlo.while") == loops, platform
+            assert text.count("stablehlo.dot_general") == dots, platform
+        both = jax.export.export(forward, platforms=["cpu", "cuda"])(x, w).mlir_module()
+        assert "stablehlo.case" in both  # both plans, chosen by the platform it runs on
     plain = jax.jit(lambda x, w: jaxconv.conv2d(x, w, plan="plain"))
     text = jax.export.export(plain, platforms=["cpu"])(x, w).mlir_module()
     assert text.count("stablehlo.dot_general") == 9  # one contraction per tap
     assert "stablehlo.case" not in text  # one plan: no choice by platform
     np.testing.assert_allclose(forward(x, w), plain(x, w), rtol=1e-5)
+
+
+def test_auto_traces_the_plans_of_this_processes_platforms_only():
+    # Outside `plans_for`, "auto" traces the plans of the backends this process has: on a
+    # CPU-only process the CPU's plan alone, with no choice by platform, whatever the export
+    # is for; the same values either way.
+    from jaxconv._src.evaluation import evaluate
+
+    backends = set(jax.extend.backend.backends())
+    if backends != {"cpu"}:
+        pytest.skip(f"this process has backends {sorted(backends)}, not the CPU's alone")
+    jax.clear_caches()
+    assert evaluate.traced_platforms() == ("cpu",)
+    x, w = jnp.ones((16, 32, 26, 26)), jnp.ones((64, 32, 3, 3))
+    forward = jax.jit(lambda x, w: jaxconv.conv2d(x, w))
+    for platform in ("cpu", "cuda"):
+        text = jax.export.export(forward, platforms=[platform])(x, w).mlir_module()
+        assert "stablehlo.case" not in text, platform
+        assert text.count("stablehlo.while") == 1, platform
+        assert text.count("stablehlo.dot_general") == 18, platform
+    with jaxconv.plans_for("gpu"):
+        assert evaluate.traced_platforms() == ("cpu", "gpu")
+        with jaxconv.plans_for("tpu"):
+            assert evaluate.traced_platforms() == ("cpu", "gpu", "tpu")
+        assert evaluate.traced_platforms() == ("cpu", "gpu")
+    assert evaluate.traced_platforms() == ("cpu",)
+
+
+def test_plans_for_names_an_unknown_platform():
+    context = jaxconv.plans_for("metal")
+    with pytest.raises(ValueError, match=r"plans_for: unknown `platform` 'metal'"):
+        context.__enter__()

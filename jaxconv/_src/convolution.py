@@ -21,7 +21,7 @@ from jaxconv._src import layout as lay
 from jaxconv._src import padding_modes as pm
 from jaxconv._src.evaluation import evaluate as ev
 from jaxconv._src.evaluation import mesh, sharded
-from jaxconv._src.evaluation.evaluate import PlanLike, PrecisionLike
+from jaxconv._src.evaluation.evaluate import Auto, PlanLike, PrecisionLike
 from jaxconv._src.evaluation.plan import Plan
 from jaxconv._src.geometry import ConvGeometry, IntOrPair, IntOrTuple, Layout, PaddingLike
 
@@ -31,7 +31,7 @@ def _forward(
     w: jax.Array,
     b: jax.Array | None,
     geom: ConvGeometry,
-    plan: Plan | str,
+    plan: Plan | Auto,
     precision: str | None,
     backward_follows: bool = False,
 ) -> jax.Array:
@@ -49,7 +49,7 @@ def _backward(
     w: jax.Array,
     g: jax.Array,
     geom: ConvGeometry,
-    plan: Plan | str,
+    plan: Plan | Auto,
     precision: str | None,
 ) -> tuple[jax.Array, jax.Array]:
     """(∂L/∂X, ∂L/∂W) in the accumulation dtype, from batched x and g and a (*k, C/G, O)
@@ -64,7 +64,7 @@ def _conv(
     w: jax.Array,
     b: jax.Array | None,
     geom: ConvGeometry,
-    plan: Plan | str,
+    plan: Plan | Auto,
     precision: str | None,
 ) -> jax.Array:
     return _forward(x, w, b, geom, plan, precision)
@@ -112,7 +112,7 @@ _conv_jit = jax.jit(_conv, static_argnums=(3, 4, 5))
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _grad_input(
-    g: jax.Array, w: jax.Array, geom: ConvGeometry, plan: Plan | str, precision: str | None
+    g: jax.Array, w: jax.Array, geom: ConvGeometry, plan: Plan | Auto, precision: str | None
 ) -> jax.Array:
     rank, layout = geom.input_rank, geom.layout
     g_b, w_hwio = lay.to_batched(g, layout, rank), lay.kernel_to_hwio(w, layout, rank)
@@ -122,7 +122,7 @@ def _grad_input(
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _grad_kernel(
-    x: jax.Array, g: jax.Array, geom: ConvGeometry, plan: Plan | str, precision: str | None
+    x: jax.Array, g: jax.Array, geom: ConvGeometry, plan: Plan | Auto, precision: str | None
 ) -> jax.Array:
     rank, layout = geom.input_rank, geom.layout
     x_b, g_b = lay.to_batched(x, layout, rank), lay.to_batched(g, layout, rank)

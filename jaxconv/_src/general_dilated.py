@@ -218,7 +218,7 @@ def conv_general_dilated(
         input_dilation=input_dilation,
         rank=rank,
     )
-    plan, precision = ev.check_plan(OP, plan, geom, x.dtype), ev.check_precision(OP, precision)
-    z = _conv_jit(x, w, None, geom, plan, precision)
+    checked, precision = ev.check_plan(OP, plan, geom, x.dtype), ev.check_precision(OP, precision)
+    z = _conv_jit(x, w, None, geom, checked, precision)
     out = jnp.transpose(z, tuple(int(k) for k in np.argsort(out_perm))).astype(out_dtype)
     return out if out_sharding is None else jax.sharding.reshard(out, out_sharding)

@@ -27,7 +27,7 @@ from jaxconv._src import layout as lay
 from jaxconv._src.convolution import integer_cotangents
 from jaxconv._src.evaluation import evaluate as ev
 from jaxconv._src.evaluation import mesh, sharded
-from jaxconv._src.evaluation.evaluate import PlanLike, PrecisionLike
+from jaxconv._src.evaluation.evaluate import Auto, PlanLike, PrecisionLike
 from jaxconv._src.evaluation.plan import Plan
 from jaxconv._src.geometry import ConvGeometry, IntOrPair, IntOrTuple, Layout
 
@@ -39,7 +39,7 @@ def _forward(
     w: jax.Array,
     b: jax.Array | None,
     geom: ConvGeometry,
-    plan: Plan | str,
+    plan: Plan | Auto,
     precision: str | None,
 ) -> jax.Array:
     """Y = grad_input(X, W) + b, `geom` being the conv whose ∂L/∂X this is."""
@@ -57,7 +57,7 @@ def _conv_transpose(
     w: jax.Array,
     b: jax.Array | None,
     geom: ConvGeometry,
-    plan: Plan | str,
+    plan: Plan | Auto,
     precision: str | None,
 ) -> jax.Array:
     return _forward(x, w, b, geom, plan, precision)

@@ -5,16 +5,21 @@ if the form needs it, and loop over chunks of images as the plan says. Where eve
 empty (`ConvGeometry.is_empty`: a zero-size batch, output or contraction) they evaluate no
 form at all and return the zeros the sums are, whatever the plan: the one place where
 zero-size convolutions are decided. `on_platform` picks
-the plan of `"auto"` for the platform the computation is lowered for.
+the plan of `"auto"` for the platform the computation is lowered for, among the platforms
+`traced_platforms` names.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 from jax import lax
 
@@ -24,7 +29,7 @@ from jaxconv._src import rules
 from jaxconv._src.evaluation import chunks, complex_parts, gemm, mesh, shallow
 from jaxconv._src.evaluation import winograd as wg
 from jaxconv._src.evaluation.buffers import zeros_after
-from jaxconv._src.evaluation.plan import PLAIN, Plan, choose
+from jaxconv._src.evaluation.plan import PLAIN, PLATFORMS, Plan, choose, platform_kind
 from jaxconv._src.geometry import ConvGeometry
 
 PlanLike = Plan | Literal["auto", "plain"]
@@ -66,8 +71,11 @@ def form_scope(pass_name: str, plan: Plan) -> str:
 def _form(table: dict, name: str, plan: Plan, **operands) -> tuple[Callable, bool]:
     """The form `name` of a pass's `table` with its operands bound and the plan's options
     for it: a GEMM by kernel rows folds `plan.fold_axes` kernel axes, in a loop with
-    `plan.rows_in_loop`, its windows joined by pads with `plan.rows_by_pads`."""
+    `plan.rows_in_loop`, its windows joined by pads with `plan.rows_by_pads`; a depthwise
+    ∂L/∂W runs its taps in a loop with `plan.taps_in_loop`."""
     fn, channels_last = table[name]
+    if name == "depthwise" and table is _GRAD_KERNEL:
+        operands["loop"] = plan.taps_in_loop
     if name == "gemm-rows":
         operands["fold"], operands["loop"] = plan.fold_axes, plan.rows_in_loop
         if table is not _GRAD_INPUT:  # ∂L/∂X splits a row's product; it joins no windows
@@ -80,11 +88,73 @@ def _by_real_parts(plan: Plan, operand: jax.Array) -> bool:
     return plan.complex_as_real and jnp.issubdtype(operand.dtype, jnp.complexfloating)
 
 
-def check_plan(op: str, plan, geom: ConvGeometry, dtype=None) -> Plan | Literal["auto"]:
-    """The plan a call asked for, as a `Plan` or "auto"; raises naming `plan` unless it is
-    "auto", "plain" or a `Plan` whose forms accept `geom` and operands of `dtype`."""
+@dataclasses.dataclass(frozen=True)
+class Auto:
+    """`plan="auto"` as a call traces it: the plan `choose` returns for each of `platforms`
+    (platform kinds, `PLATFORMS` order). A static argument, so a call traced for other
+    platforms is another program."""
+
+    platforms: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return "auto"
+
+
+_MORE_PLATFORMS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "jaxconv_plans_for", default=()
+)
+
+
+@contextlib.contextmanager
+def plans_for(*platforms: str) -> Iterator[None]:
+    """Within it, `plan="auto"` also traces the plans of `platforms`, for `jax.export` to a
+    platform this process has no backend for.
+
+    Outside it, "auto" traces the plans of the platforms whose backends this process has
+    (`traced_platforms`): a computation exported from a CPU-only process for a GPU computes
+    the same values by the CPU's plan. Entering clears JAX's caches, so that functions traced
+    before are traced again.
+
+    Args:
+      platforms: JAX platform names: "cpu", "gpu", "cuda", "rocm" or "tpu".
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxconv
+      >>> f = jax.jit(lambda x, w: jaxconv.conv2d(x, w))
+      >>> with jaxconv.plans_for("cuda"):
+      ...     exported = jax.export.export(f, platforms=["cuda"])(
+      ...         jnp.ones((2, 3, 8, 8)), jnp.ones((4, 3, 3, 3)))
+      >>> exported.platforms
+      ('cuda',)
+    """
+    kinds = tuple(platform_kind(p, op="plans_for") for p in platforms)
+    jax.clear_caches()
+    token = _MORE_PLATFORMS.set(_MORE_PLATFORMS.get() + kinds)
+    try:
+        yield
+    finally:
+        _MORE_PLATFORMS.reset(token)
+
+
+def traced_platforms() -> tuple[str, ...]:
+    """The platform kinds whose plans "auto" traces: those of this process's JAX backends
+    (one that is no CPU or TPU takes the GPU's plan, the default branch), and those named
+    by the `plans_for` contexts around the call."""
+    present = set()
+    for name in jax.extend.backend.backends():
+        kind = {"cuda": "gpu", "rocm": "gpu"}.get(name.lower(), name.lower())
+        present.add(kind if kind in PLATFORMS else "gpu")
+    wanted = present | set(_MORE_PLATFORMS.get())
+    return tuple(kind for kind in PLATFORMS if kind in wanted)
+
+
+def check_plan(op: str, plan, geom: ConvGeometry, dtype=None) -> Plan | Auto:
+    """The plan a call asked for, as a `Plan` or an `Auto` of `traced_platforms()`; raises
+    naming `plan` unless it is "auto", "plain" or a `Plan` whose forms accept `geom` and
+    operands of `dtype`."""
     if isinstance(plan, str) and plan.lower() in ("auto", "plain"):
-        return "auto" if plan.lower() == "auto" else PLAIN
+        return Auto(traced_platforms()) if plan.lower() == "auto" else PLAIN
     if not isinstance(plan, Plan):
         raise TypeError(f'{op}: `plan` must be "auto", "plain" or a jaxconv.Plan, got {plan!r}.')
     reason = plan.rejection(geom, dtype)
@@ -113,7 +183,7 @@ def check_precision(op: str, precision) -> str | None:
 
 
 def on_platform(
-    plan: Plan | str,
+    plan: Plan | Auto,
     geom: ConvGeometry,
     precision: str | None,
     run: Callable,
@@ -121,12 +191,13 @@ def on_platform(
     shards: int = 1,
 ):
     """run(p, *args) for the plan p that `plan` names (`check_plan`'s result): itself, or for
-    "auto" the plan `choose` returns for the platform the computation is lowered for and
+    `Auto` the plan `choose` returns for the platform the computation is lowered for and
     for one of the `shards` parts of the batch (`mesh.auto_batch_shards`); every
     contraction traced in it at `precision` (None: JAX's default).
 
-    Where the plans of the platforms differ, `lax.platform_dependent` traces `run` once per
-    plan and lowers only the branch of the platform being compiled for.
+    Where the plans of `Auto.platforms` differ, `lax.platform_dependent` traces `run` once
+    per plan and lowers only the branch of the platform being compiled for; a platform not
+    traced lowers the GPU's plan if traced, else the CPU's.
     """
     if precision is not None:
         with jax.default_matmul_precision(precision):
@@ -134,13 +205,14 @@ def on_platform(
     if isinstance(plan, Plan) or geom.is_empty:  # nothing to evaluate: any plan will do
         return run(plan if isinstance(plan, Plan) else PLAIN, *args)
     part, dtype = geom.per_device(batch_shards=shards), args[0].dtype
-    cpu, gpu, tpu = (choose(part, p, dtype) for p in ("cpu", "gpu", "tpu"))
-    if cpu == gpu == tpu:
-        return run(cpu, *args)
-    branches = {"cpu": functools.partial(run, cpu), "default": functools.partial(run, gpu)}
-    if tpu != gpu:
-        branches["tpu"] = functools.partial(run, tpu)
-    return lax.platform_dependent(*args, **branches)
+    plans = {kind: choose(part, kind, dtype) for kind in plan.platforms}
+    # One callable per distinct plan: platform_dependent traces each once.
+    branch = {p: functools.partial(run, p) for p in dict.fromkeys(plans.values())}
+    if len(branch) == 1:
+        return run(next(iter(branch)), *args)
+    default = plans["gpu"] if "gpu" in plans else plans["cpu"]  # the CPU's is always traced
+    per_platform = {kind: branch[plans[kind]] for kind in ("cpu", "tpu") if kind in plans}
+    return lax.platform_dependent(*args, default=branch[default], **per_platform)
 
 
 def _zeros(like: jax.Array, channels_first_shape: tuple[int, ...], layout: str) -> jax.Array:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -179,14 +180,21 @@ def _row_index(r: jax.Array, sizes: tuple[int, ...]) -> list[jax.Array]:
     return index[::-1]
 
 
-def _row_slab(x_pad: jax.Array, index: list[jax.Array], geom: ConvGeometry) -> jax.Array:
+def row_slab(
+    x_pad: jax.Array, index: Sequence[Any], geom: ConvGeometry, axes: Sequence[int] | None = None
+) -> jax.Array:
     """What one row's windows read: x_pad[n, index·d + p·s, ...] on the row's leading axes
-    (p < out), every entry of the others; (N, *out[:lead], *padded[lead:], C)."""
+    (p < out), every entry of the others; (N, *out[:lead], *padded[lead:], C).
+
+    `index` may be traced (a loop's row). The spatial axes are `axes`, a channels-last
+    batch's by default; an index of every axis gives its tap's window.
+    """
+    axes = range(1, x_pad.ndim - 1) if axes is None else axes
     starts: list[Any] = [0] * x_pad.ndim
     sizes, strides = list(x_pad.shape), [1] * x_pad.ndim
-    for j, i in enumerate(index):
-        starts[1 + j] = i * geom.dilation[j]
-        sizes[1 + j], strides[1 + j] = geom.window_extent[j], geom.stride[j]
+    for j, (i, axis) in enumerate(zip(index, axes)):
+        starts[axis] = i * geom.dilation[j]
+        sizes[axis], strides[axis] = geom.window_extent[j], geom.stride[j]
     slab = lax.dynamic_slice(x_pad, starts, sizes)
     return lax.slice(slab, [0] * slab.ndim, slab.shape, strides)
 
@@ -225,7 +233,7 @@ def _looped_rows(geom: ConvGeometry, fold: int) -> tuple[int, list[Tap], int]:
 
 def _slab_windows(x_pad, r, geom, lead, trailing) -> list[jax.Array]:
     """The windows (N, *out, C) of row r's taps, from its slab."""
-    slab = _row_slab(x_pad, _row_index(r, geom.kernel_size[:lead]), geom)
+    slab = row_slab(x_pad, _row_index(r, geom.kernel_size[:lead]), geom)
     return [_trailing_window(slab, t, geom, lead) for t in trailing]
 
 

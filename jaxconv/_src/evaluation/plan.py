@@ -99,6 +99,8 @@ class Plan:
         (kh, kw) plane in 3-D. At least 1; above the kernel's rank it folds every tap.
       rows_in_loop: a "gemm-rows" form runs its kernel rows as a loop whose body, one
         row's GEMM, compiles once, rather than as one piece of program per row.
+      taps_in_loop: a "depthwise" ∂L/∂W runs its taps as a loop whose body, one tap's
+        product and sum, compiles once, rather than as one piece of program per tap.
       rows_by_pads: a "gemm-rows" form joins a kernel row's windows side by side as a sum
         of zero-padded windows, made in one pass from the input, rather than by
         concatenating them, which first copies out each window.
@@ -123,6 +125,7 @@ class Plan:
     transpose_by_chunk: bool = False
     fold_axes: int = 1
     rows_in_loop: bool = False
+    taps_in_loop: bool = False
     rows_by_pads: bool = False
     complex_as_real: bool = False
 
@@ -142,6 +145,7 @@ class Plan:
             "chunks_as_state",
             "transpose_by_chunk",
             "rows_in_loop",
+            "taps_in_loop",
             "rows_by_pads",
             "complex_as_real",
         ):
@@ -188,6 +192,8 @@ class Plan:
             text += f", rows fold {self.fold_axes} axes"
         if self.rows_in_loop:
             text += ", rows in a loop"
+        if self.taps_in_loop:
+            text += ", dW taps in a loop"
         if self.rows_by_pads:
             text += ", rows joined by pads"
         return text + (", complex by 3 real" if self.complex_as_real else "")
@@ -296,7 +302,13 @@ def _cpu_plan(geom: ConvGeometry, dtype) -> Plan:
     if depthwise:
         grad_input = dict(grad_input="depthwise")
         dw_chunk = images_for_values(geom, DEPTHWISE_CHUNK_VALUES)
-        grad_kernel = dict(grad_kernel="depthwise", grad_kernel_chunk=dw_chunk)
+        # Taps in a loop: a depthwise ∂L/∂W compiles a product and a sum per tap otherwise,
+        # most of a depthwise network's compile time beyond XLA's (#compile-time).
+        grad_kernel = dict(
+            grad_kernel="depthwise",
+            grad_kernel_chunk=dw_chunk,
+            taps_in_loop=math.prod(geom.kernel_size) > 1,
+        )
     elif is_shallow:
         grad_input = dict(grad_input="shallow")
         windows = geom.batch * math.prod(geom.out_size) * depth(geom)
@@ -342,11 +354,12 @@ def _accelerator_plan(geom: ConvGeometry) -> Plan:
     return Plan(forward="gemm-rows", grad_input="gemm-rows", grad_kernel=_gemm_kernel_grad(geom))
 
 
-def platform_kind(platform: str) -> str:
-    """ "cpu", "gpu" or "tpu" for a JAX platform name ("cuda" and "rocm" are GPUs)."""
-    kind = {"cuda": "gpu", "rocm": "gpu"}.get(platform.lower(), platform.lower())
+def platform_kind(platform: str, op: str = "choose") -> str:
+    """ "cpu", "gpu" or "tpu" for a JAX platform name ("cuda" and "rocm" are GPUs); raises
+    naming `op` for another."""
+    kind = {"cuda": "gpu", "rocm": "gpu"}.get(str(platform).lower(), str(platform).lower())
     if kind not in PLATFORMS:
-        raise ValueError(f"choose: unknown `platform` {platform!r}; expected one of {PLATFORMS}.")
+        raise ValueError(f"{op}: unknown `platform` {platform!r}; expected one of {PLATFORMS}.")
     return kind
 
 

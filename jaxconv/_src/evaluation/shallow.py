@@ -15,6 +15,8 @@ from jax import lax
 
 from jaxconv._src import layout as lay
 from jaxconv._src import rules
+from jaxconv._src.evaluation import gemm
+from jaxconv._src.evaluation.buffers import zeros_after
 from jaxconv._src.geometry import ConvGeometry, Layout, is_channels_first
 
 
@@ -89,9 +91,14 @@ def sum_over_positions(p: jax.Array, layout: Layout) -> jax.Array:
     return per_image.reshape(n, c).sum(axis=0)
 
 
-def grad_kernel_depthwise(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax.Array:
+def grad_kernel_depthwise(
+    x: jax.Array, g: jax.Array, geom: ConvGeometry, loop: bool = False
+) -> jax.Array:
     """Eq. 30 for C/G = 1: per output channel, the sum over positions of window·∂L/∂Z, one
     product and sum per tap.
+
+    With `loop`, the taps run as a `lax.fori_loop` whose body, one tap's product and sum,
+    XLA compiles once however many taps there are; the tap's window is a dynamic slice.
 
     Returns:
       (*k, 1, O), in the accumulation dtype.
@@ -101,14 +108,25 @@ def grad_kernel_depthwise(x: jax.Array, g: jax.Array, geom: ConvGeometry) -> jax
     axes = lay.spatial_axes(layout)
     x_pad = rules.pad(x.astype(acc), geom.padding, axes, geom.input_dilation)
     repeats = geom.out_channels // geom.groups
-    dw = [
-        sum_over_positions(
-            jnp.repeat(rules.window(x_pad, tap, geom, axes), repeats, axis) * g.astype(acc),
-            layout,
-        )
-        for tap in rules.taps(geom)
-    ]
-    return jnp.stack(dw).reshape(*geom.kernel_size, 1, geom.out_channels)
+    g = g.astype(acc)
+
+    def tap_grad(window: jax.Array) -> jax.Array:
+        return sum_over_positions(jnp.repeat(window, repeats, axis) * g, layout)
+
+    taps = rules.taps(geom)
+    if loop:
+        indices = jnp.asarray(taps, int).reshape(len(taps), geom.spatial_rank)
+
+        def add_tap(t, dw):
+            tap = lax.dynamic_index_in_dim(indices, t, keepdims=False)
+            window = gemm.row_slab(x_pad, list(tap), geom, axes)
+            return lax.dynamic_update_index_in_dim(dw, tap_grad(window), t, 0)
+
+        start = zeros_after(g, (len(taps), geom.out_channels), acc, batch_axes=0)
+        dw = lax.fori_loop(0, len(taps), add_tap, start)
+    else:
+        dw = jnp.stack([tap_grad(rules.window(x_pad, tap, geom, axes)) for tap in taps])
+    return dw.reshape(*geom.kernel_size, 1, geom.out_channels)
 
 
 def grad_input_shallow(g: jax.Array, w: jax.Array, geom: ConvGeometry) -> jax.Array:

@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 from jaxconv._src import layout as lay
 from jaxconv._src.evaluation import evaluate as ev
 from jaxconv._src.evaluation import mesh
+from jaxconv._src.evaluation.evaluate import Auto
 from jaxconv._src.evaluation.mesh import AxisNames
 from jaxconv._src.evaluation.plan import Plan
 from jaxconv._src.geometry import ConvGeometry
@@ -91,7 +92,7 @@ def forward(
     x: jax.Array,
     w: jax.Array,
     geom: ConvGeometry,
-    plan: Plan | str,
+    plan: Plan | Auto,
     precision: str | None,
     *,
     backward_follows: bool = False,
@@ -122,7 +123,7 @@ def forward(
 
 
 def grad_input(
-    g: jax.Array, w: jax.Array, geom: ConvGeometry, plan: Plan | str, precision: str | None
+    g: jax.Array, w: jax.Array, geom: ConvGeometry, plan: Plan | Auto, precision: str | None
 ) -> jax.Array:
     """∂L/∂X (`evaluate.grad_input`) from batched ∂L/∂Z in `geom.layout` and an HWIO kernel.
 
@@ -148,7 +149,7 @@ def grad_input(
 
 
 def grad_kernel(
-    x: jax.Array, g: jax.Array, geom: ConvGeometry, plan: Plan | str, precision: str | None
+    x: jax.Array, g: jax.Array, geom: ConvGeometry, plan: Plan | Auto, precision: str | None
 ) -> jax.Array:
     """∂L/∂W (`evaluate.grad_kernel`) from batched x and ∂L/∂Z in `geom.layout`.
 
