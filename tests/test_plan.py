@@ -408,8 +408,8 @@ def test_plans_key_the_jit_cache():
 def test_auto_lowers_the_plan_of_each_platform():
     # 16 images of 24×24 outputs: the CPU plan loops over two chunks of 8 by Winograd (16
     # GEMMs, and 2 for the kernel's tiles); the GPU and TPU plans take the whole batch as three
-    # kernel-row GEMMs. Exported for another platform within `plans_for` it, nothing of the
-    # CPU plan is left.
+    # kernel-row GEMMs. Exported for another platform inside `plans_for`, nothing of the CPU
+    # plan is left.
     x, w = jnp.ones((16, 32, 26, 26)), jnp.ones((64, 32, 3, 3))
     forward = jax.jit(lambda x, w: jaxconv.conv2d(x, w))
     with jaxconv.plans_for("cuda", "tpu"):
@@ -435,7 +435,6 @@ def test_auto_traces_the_plans_of_this_processes_platforms_only():
     backends = set(jax.extend.backend.backends())
     if backends != {"cpu"}:
         pytest.skip(f"this process has backends {sorted(backends)}, not the CPU's alone")
-    jax.clear_caches()
     assert evaluate.traced_platforms() == ("cpu",)
     x, w = jnp.ones((16, 32, 26, 26)), jnp.ones((64, 32, 3, 3))
     forward = jax.jit(lambda x, w: jaxconv.conv2d(x, w))

@@ -143,8 +143,10 @@ def traced_platforms() -> tuple[str, ...]:
     by the `plans_for` contexts around the call."""
     present = set()
     for name in jax.extend.backend.backends():
-        kind = {"cuda": "gpu", "rocm": "gpu"}.get(name.lower(), name.lower())
-        present.add(kind if kind in PLATFORMS else "gpu")
+        try:
+            present.add(platform_kind(name))
+        except ValueError:  # another accelerator: it lowers the default branch, the GPU's
+            present.add("gpu")
     wanted = present | set(_MORE_PLATFORMS.get())
     return tuple(kind for kind in PLATFORMS if kind in wanted)
 
