@@ -324,6 +324,49 @@ def _channels_last_case(case):
     return x, w, geometry_of(x, w, cfg)
 
 
+PADDED_COTANGENT_CASES = [
+    *("basic", "int-pad-dil3", "kernel-fills-padded"),
+    *("winograd-negative", "winograd-wider-than-kernel", "winograd-dilated-negative"),
+    *("1d-basic", "1d-causal-depthwise", "1d-kernel-fills-padded", "3d-dil-groups2"),
+]
+
+
+@pytest.mark.parametrize("chunk", [None, 1])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("case", PADDED_COTANGENT_CASES)
+def test_grad_input_on_the_padded_cotangent_equals_the_plain_rule(case, channels_last, chunk):
+    # Each tap's share a slice of its row's product on the padded ∂L/∂Z: the same sums as the
+    # shares placed by pads, with asymmetric, negative and wider-than-kernel padding,
+    # dilation and groups, on every rank and layout, in chunks of images too.
+    if case in ND_CASES:
+        x, w, _, cfg = nd_case_operands(case, channels_last)
+    else:
+        x, w, _, cfg = case_operands(case, LAYOUTS[channels_last], table=ALL_CASES)
+    geom = nd_geometry(x, w, cfg)
+    assert gemm.accepts_padded_cotangent(geom)
+    w, g = kernel_hwio(w, cfg["layout"]), _cotangent(geom, cfg["layout"])
+    plan = Plan(grad_input="gemm-rows", grad_input_chunk=chunk, grad_input_padded=True)
+    got, plain = _run("grad_input", x, w, g, geom, plan), _plain("grad_input", x, w, g, geom)
+    assert got.shape == plain.shape and rel_err(got, plain) <= TOL
+    unpadded = dataclasses.replace(plan, grad_input_padded=False)
+
+    def pads(plan):
+        run = functools.partial(_run, "grad_input", geom=geom, plan=plan)
+        return str(jax.make_jaxpr(run)(x, w, g)).count(" pad[")
+
+    # One pad of ∂L/∂Z where each of the ∏k shares had its own.
+    assert pads(plan) == 1 and pads(unpadded) >= math.prod(geom.kernel_size)
+
+
+def test_grad_input_on_the_padded_cotangent_needs_stride_one_and_unrolled_rows():
+    x, w, _, cfg = case_operands("stride2-same", "NHWC")
+    plan = Plan(grad_input="gemm-rows", grad_input_padded=True)
+    with pytest.raises(ValueError, match=r"grad_input_padded.*stride 1.*stride \(2, 2\)"):
+        jaxconv.conv2d(x, w, plan=plan, **cfg)
+    with pytest.raises(ValueError, match="rows_in_loop"):
+        dataclasses.replace(plan, rows_in_loop=True)
+
+
 @pytest.mark.parametrize("fold", [1, 2, 3, 4])
 @pytest.mark.parametrize("case", ["1d-stride2-same", "stride2-same", "3d-dil-groups2"])
 def test_gemm_rows_fold_any_number_of_kernel_axes(case, fold):

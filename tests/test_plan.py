@@ -88,6 +88,21 @@ def test_cpu_plans_of_the_workloads(workload):
     assert jaxconv.choose(geom) == expected  # the CPU by default
 
 
+def test_grad_input_on_the_padded_cotangent_for_2d_channels_last_rows():
+    # Layer J, 5×5 SAME: its ∂L/∂X by kernel rows on the padded ∂L/∂Z in NHWC only; the
+    # rule leaves channels-first, strided, pointwise and other ranks' layers as they were.
+    def padded(x_shape, w_shape, layout, **cfg):
+        make = jaxconv.conv1d_geometry if len(x_shape) == 3 else jaxconv.conv2d_geometry
+        geom = make(x_shape, w_shape, layout=layout, **cfg)
+        return jaxconv.choose(geom, "cpu").grad_input_padded
+
+    assert padded((32, 28, 28, 32), (5, 5, 32, 64), "NHWC", padding="SAME")
+    assert not padded((32, 32, 28, 28), (64, 32, 5, 5), "NCHW", padding="SAME")
+    assert not padded((32, 28, 28, 32), (5, 5, 32, 64), "NHWC", padding="SAME", stride=2)
+    assert not padded((32, 28, 28, 64), (1, 1, 64, 64), "NHWC")
+    assert not padded((16, 2048, 128), (9, 128, 128), "NWC", padding="SAME")
+
+
 def test_shallow_depth_threshold():
     # kh·kw·C/G terms per output: up to 36 fused / one contraction, deeper by GEMMs.
     shallow = ("fused", "shallow", "shallow")

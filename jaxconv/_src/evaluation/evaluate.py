@@ -71,7 +71,8 @@ def form_scope(pass_name: str, plan: Plan) -> str:
 def _form(table: dict, name: str, plan: Plan, **operands) -> tuple[Callable, bool]:
     """The form `name` of a pass's `table` with its operands bound and the plan's options
     for it: a GEMM by kernel rows folds `plan.fold_axes` kernel axes, in a loop with
-    `plan.rows_in_loop`, its windows joined by pads with `plan.rows_by_pads`; a depthwise
+    `plan.rows_in_loop`, its windows joined by pads with `plan.rows_by_pads`, a ∂L/∂X's
+    GEMMs on the padded cotangent with `plan.grad_input_padded`; a depthwise
     ∂L/∂W runs its taps in a loop with `plan.taps_in_loop`."""
     fn, channels_last = table[name]
     if name == "depthwise" and table is _GRAD_KERNEL:
@@ -80,6 +81,8 @@ def _form(table: dict, name: str, plan: Plan, **operands) -> tuple[Callable, boo
         operands["fold"], operands["loop"] = plan.fold_axes, plan.rows_in_loop
         if table is not _GRAD_INPUT:  # ∂L/∂X splits a row's product; it joins no windows
             operands["by_pads"] = plan.rows_by_pads
+        else:
+            operands["padded"] = plan.grad_input_padded
     return functools.partial(fn, **operands), channels_last
 
 

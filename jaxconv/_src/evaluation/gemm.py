@@ -325,8 +325,52 @@ def forward_rows(
     return z.reshape(x.shape[0], *geom.out_size, geom.out_channels)
 
 
+def accepts_padded_cotangent(geom: ConvGeometry) -> bool:
+    """Whether each tap's share of ∂L/∂X is a shifted copy of ∂L/∂Z's shape: stride 1 and an
+    undilated input (`grad_input_rows` with `padded`)."""
+    ones = (1,) * geom.spatial_rank
+    return geom.stride == ones and geom.input_dilation == ones
+
+
+def _grad_input_padded(g: jax.Array, w: jax.Array, geom: ConvGeometry, fold: int, acc) -> jax.Array:
+    """Eq. 31 at stride 1 with the row GEMMs on ∂L/∂Z zero-padded by the full correlation's
+    padding: ∂L/∂x[i] = Σ_t s_t[i + ℓ − t·d] with s_t = ∂L/∂Z·w_tᵀ, each s_t[i + ℓ − t·d]
+    over all i a static slice of the padded product, summed without a pad per tap.
+
+    The padding, (k − 1)·d − ℓ low and (k − 1)·d − h high (none where negative), is the
+    zeros `rules.windows_adjoint` would place around each share. Their products with the
+    kernel are the extra rows: (∏(out + pads) / ∏out − 1) more multiply-adds, and an
+    infinite weight makes them nan, as in XLA's ∂L/∂X.
+
+    Returns:
+      (N, *in, C) in the accumulation dtype.
+    """
+    extents = [(k - 1) * d for k, d in zip(geom.kernel_size, geom.dilation)]
+    pads = tuple((max(0, e - lo), max(0, e - hi)) for e, (lo, hi) in zip(extents, geom.padding))
+    g_pad = rules.pad(g, pads)
+    n, c = g.shape[0], geom.in_channels
+    g_rows = g_pad.reshape(-1, geom.out_channels)
+    shares = []
+    for row, row_taps in kernel_rows(geom, fold):
+        products = row_backward(g_rows, _row_kernel(w, row), geom.groups, acc)
+        for tap, share in zip(row_taps, products):
+            share = share.reshape(n, *g_pad.shape[1:-1], c)
+            starts = [
+                lo - t * d + p
+                for (lo, _), t, d, (p, _) in zip(geom.padding, tap, geom.dilation, pads)
+            ]
+            limits = [start + size for start, size in zip(starts, geom.in_size)]
+            shares.append(lax.slice(share, (0, *starts, 0), (n, *limits, c)))
+    return rules.total(shares)
+
+
 def grad_input_rows(
-    g: jax.Array, w: jax.Array, geom: ConvGeometry, fold: int = 1, loop: bool = False
+    g: jax.Array,
+    w: jax.Array,
+    geom: ConvGeometry,
+    fold: int = 1,
+    loop: bool = False,
+    padded: bool = False,
 ) -> jax.Array:
     """Eq. 31 with one GEMM per kernel row (`row_backward`), each tap's share put back by
     the adjoint of its window (`rules.windows_adjoint`).
@@ -336,11 +380,15 @@ def grad_input_rows(
       w: (*k, C//G, O).
       fold: the kernel axes one GEMM folds (`kernel_rows`).
       loop: the rows as a loop (module doc).
+      padded: the GEMMs on ∂L/∂Z padded so that each share is a slice
+        (`_grad_input_padded`; stride 1 and an undilated input, `accepts_padded_cotangent`).
 
     Returns:
       (N, *in, C) in the accumulation dtype.
     """
     acc = rules.accumulation_dtype(g.dtype)
+    if padded:
+        return _grad_input_padded(g, w, geom, fold, acc)
     g_rows = g.reshape(-1, geom.out_channels)
     if loop and len(kernel_rows(geom, fold)) > 1:
         dx_pad = _grad_input_loop(g_rows, w, geom, fold, acc, g.shape[0])

@@ -19,9 +19,9 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from jaxconv._src.evaluation import shallow
+from jaxconv._src.evaluation import gemm, shallow
 from jaxconv._src.evaluation import winograd as wg
-from jaxconv._src.geometry import ConvGeometry
+from jaxconv._src.geometry import ConvGeometry, is_channels_first
 
 FORWARD_FORMS = ("plain", "gemm-rows", "winograd", "fused")
 GRAD_INPUT_FORMS = ("plain", "gemm-rows", "winograd", "shallow", "depthwise")
@@ -52,6 +52,10 @@ LOOP_ROWS_MAX_POSITIONS = 16
 # 2-D kernel rows (3–7 taps) join their windows by pads: one pass from the input, faster
 # and without a copy of each window; 1-D and 3-D rows were slower so (#memory).
 ROWS_BY_PADS_RANKS = (2,)
+# A 2-D channels-last ∂L/∂X by kernel rows at stride 1 runs its GEMMs on the padded
+# cotangent: each tap's share is then a slice, not a pad; channels-first and 1-D and 3-D
+# layers were not faster so (#input-gradient-on-the-padded-cotangent).
+PADDED_COTANGENT_RANKS = (2,)
 # The shallow ∂L/∂W stacks every tap's window: past this many values (N·∏out·∏k·C/G) it
 # runs in chunks, or the whole batch's stack is held at the step's peak of memory (#memory).
 SHALLOW_KERNEL_GRAD_MAX_WINDOWS = 2**21
@@ -104,6 +108,10 @@ class Plan:
       rows_by_pads: a "gemm-rows" form joins a kernel row's windows side by side as a sum
         of zero-padded windows, made in one pass from the input, rather than by
         concatenating them, which first copies out each window.
+      grad_input_padded: a "gemm-rows" ∂L/∂X runs its GEMMs on ∂L/∂Z zero-padded by the full
+        correlation's padding, so that each tap's share is a slice of its row's product,
+        rather than placing each share with a pad; more rows, a lighter sum. Needs stride 1,
+        an undilated input and the rows unrolled (not `rows_in_loop`).
       complex_as_real: complex operands go through each pass's form as three real
         evaluations (Gauss's product, `complex_parts`); real and integer operands ignore it.
 
@@ -127,6 +135,7 @@ class Plan:
     rows_in_loop: bool = False
     taps_in_loop: bool = False
     rows_by_pads: bool = False
+    grad_input_padded: bool = False
     complex_as_real: bool = False
 
     def __post_init__(self):
@@ -147,6 +156,7 @@ class Plan:
             "rows_in_loop",
             "taps_in_loop",
             "rows_by_pads",
+            "grad_input_padded",
             "complex_as_real",
         ):
             if not isinstance(getattr(self, name), bool):
@@ -155,6 +165,11 @@ class Plan:
             raise TypeError(f"Plan: `fold_axes` must be an int, got {self.fold_axes!r}.")
         if self.fold_axes < 1:
             raise ValueError(f"Plan: `fold_axes` must be >= 1, got {self.fold_axes}.")
+        if self.grad_input_padded and self.rows_in_loop:
+            raise ValueError(
+                "Plan: `grad_input_padded` slices the shares of unrolled rows; it cannot be "
+                "combined with `rows_in_loop`."
+            )
 
     def rejection(self, geom: ConvGeometry, dtype=None) -> str | None:
         """Why one of this plan's forms cannot compute `geom` on operands of `dtype` (None:
@@ -171,6 +186,17 @@ class Plan:
                 return (
                     f"{name} form 'winograd' computes in floating point (its transforms "
                     f"halve), not in {jnp.dtype(dtype)}"
+                )
+            if (
+                name == "grad_input"
+                and form == "gemm-rows"
+                and self.grad_input_padded
+                and not gemm.accepts_padded_cotangent(geom)
+            ):
+                return (
+                    "grad_input form 'gemm-rows' with `grad_input_padded` needs stride 1 and "
+                    f"an undilated input; stride {geom.stride}, input dilation "
+                    f"{geom.input_dilation}"
                 )
             if form == "depthwise" and not shallow.accepts_depthwise(geom):
                 return (
@@ -196,6 +222,8 @@ class Plan:
             text += ", dW taps in a loop"
         if self.rows_by_pads:
             text += ", rows joined by pads"
+        if self.grad_input_padded:
+            text += ", dX on the padded cotangent"
         return text + (", complex by 3 real" if self.complex_as_real else "")
 
     @property
@@ -341,6 +369,16 @@ def _cpu_plan(geom: ConvGeometry, dtype) -> Plan:
     rows = math.prod(geom.kernel_size[:-1])  # kernel rows of `fold_axes` 1
     if rows > 1 and (many_taps or small_images):
         plan = dataclasses.replace(plan, rows_in_loop=True)
+    padded = (
+        plan.grad_input == "gemm-rows"
+        and not plan.rows_in_loop
+        and math.prod(geom.kernel_size) > 1
+        and geom.spatial_rank in PADDED_COTANGENT_RANKS
+        and not is_channels_first(geom.layout)
+        and gemm.accepts_padded_cotangent(geom)
+    )
+    if padded:
+        plan = dataclasses.replace(plan, grad_input_padded=True)
     return plan
 
 
